@@ -1,0 +1,22 @@
+//! webtrunk: a SIP registrar and stateful proxy that lets browsers (JsSIP, SIP.js over
+//! WebSocket, RFC 7118) make and take phone calls through SIP trunks.
+//!
+//! ```text
+//! L7  app, config, main   composition, TOML config, CLI, signals
+//! L6  driver              async loop: inputs in, transmits out, one timer
+//! L5  engine              the sans-IO whole: decides what to answer and where
+//! L2  transport           sockets: UDP, TCP, TLS, WS, WSS; framing; flows; limits
+//! L1  message, clock      SIP wire format; the only reader of time and randomness
+//! ```
+//!
+//! Arrows point down: a layer uses only the layers below it. Everything that decides is
+//! synchronous and takes `now`; everything that waits lives in the driver and the
+//! transport tasks.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod driver;
+pub mod engine;
+pub mod message;
+pub mod transport;

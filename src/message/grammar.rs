@@ -1,0 +1,319 @@
+//! Character classes and small nom parsers for the RFC 3261 §25 rules we parse ourselves.
+//! Each parser names its ABNF rule; the rules are written out in `grammars/rfc3261.abnf`.
+
+use nom::{
+    IResult, Parser,
+    bytes::complete::{tag_no_case, take_while, take_while1, take_while_m_n},
+    character::complete::{char, digit1},
+    combinator::{all_consuming, map_res, opt},
+};
+
+/// `token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )`
+pub(crate) fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+/// `WSP = SP / HTAB`
+pub(crate) fn is_wsp(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// `token`
+pub(crate) fn token(i: &[u8]) -> IResult<&[u8], &[u8]> {
+    take_while1(is_token_char).parse(i)
+}
+
+/// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT` (the literal is case-insensitive).
+pub(crate) fn sip_version(i: &[u8]) -> IResult<&[u8], (u32, u32)> {
+    let (i, _) = tag_no_case("SIP/").parse(i)?;
+    let (i, major) = number_u32(i)?;
+    let (i, _) = char('.').parse(i)?;
+    let (i, minor) = number_u32(i)?;
+    Ok((i, (major, minor)))
+}
+
+fn number_u32(i: &[u8]) -> IResult<&[u8], u32> {
+    map_res(digit1, |d: &[u8]| {
+        std::str::from_utf8(d)
+            .map_err(|_| ())
+            .and_then(|s| s.parse::<u32>().map_err(|_| ()))
+    })
+    .parse(i)
+}
+
+/// Request-URI characters: any visible ASCII. The URI's own grammar is checked by
+/// [`super::uri::Uri::parse`]; the Request-Line only needs to know where it ends.
+fn is_uri_char(c: u8) -> bool {
+    (0x21..=0x7e).contains(&c)
+}
+
+/// `Request-Line = Method SP Request-URI SP SIP-Version CRLF` (without the CRLF).
+/// Exactly one SP between elements and none at the end (RFC 4475 §3.1.2.9, §3.1.2.10).
+pub(crate) fn request_line(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8], (u32, u32))> {
+    all_consuming((token, char(' '), take_while1(is_uri_char), char(' '), sip_version))
+        .map(|(method, _, uri, _, version)| (method, uri, version))
+        .parse(i)
+}
+
+/// `Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF` (without the CRLF).
+/// `Status-Code` is exactly three digits; a missing SP before an empty reason is tolerated.
+pub(crate) fn status_line(i: &[u8]) -> IResult<&[u8], ((u32, u32), u16, &[u8])> {
+    let (i, version) = sip_version(i)?;
+    let (i, _) = char(' ').parse(i)?;
+    let (i, code) = map_res(take_while_m_n(3, 3, |c: u8| c.is_ascii_digit()), |d: &[u8]| {
+        std::str::from_utf8(d)
+            .map_err(|_| ())
+            .and_then(|s| s.parse::<u16>().map_err(|_| ()))
+    })
+    .parse(i)?;
+    let (i, sp) = opt(char(' ')).parse(i)?;
+    if sp.is_none() && !i.is_empty() {
+        return Err(nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Space)));
+    }
+    let (i, reason) = take_while(|c| c != b'\r' && c != b'\n').parse(i)?;
+    if code < 100 {
+        return Err(nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Digit)));
+    }
+    Ok((i, (version, code, reason)))
+}
+
+/// `header-name HCOLON` where `HCOLON = *( SP / HTAB ) ":" SWS`: returns the name and the
+/// offset at which the value starts (leading whitespace skipped).
+pub(crate) fn header_name_colon(line: &[u8]) -> Option<(&[u8], usize)> {
+    let (rest, name) = token(line).ok()?;
+    let rest = trim_start(rest);
+    let rest = rest.strip_prefix(b":")?;
+    let value_start = line.len() - trim_start(rest).len();
+    Some((name, value_start))
+}
+
+pub(crate) fn trim_start(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_wsp(*first) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// Trims SP, HTAB, CR and LF at both ends (values may end in folded whitespace).
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !first.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !last.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// Parses an unsigned decimal made only of digits (`1*DIGIT`), rejecting overflow.
+pub(crate) fn decimal<T: std::str::FromStr>(s: &[u8]) -> Option<T> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Splits a header value on the commas that separate list elements (`#element`, §7.3.1):
+/// commas inside quoted strings and inside `<...>` do not count. Empty elements are
+/// skipped (RFC 4475 §3.1.2.1 shows extraneous separators).
+pub(crate) fn comma_elements(value: &[u8]) -> CommaElements<'_> {
+    CommaElements { rest: value }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CommaElements<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for CommaElements<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let end = element_end(self.rest);
+            let element = trim(&self.rest[..end]);
+            self.rest = self.rest.get(end + 1..).unwrap_or_default();
+            if !element.is_empty() {
+                return Some(element);
+            }
+        }
+    }
+}
+
+/// Index of the first separating comma, or the length when there is none.
+fn element_end(s: &[u8]) -> usize {
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => in_angle = true,
+            b'>' if !in_quotes => in_angle = false,
+            b',' if !in_quotes && !in_angle => return i,
+            _ => {}
+        }
+        i += 1;
+    }
+    s.len()
+}
+
+/// `generic-param = token [ EQUAL gen-value ]`, `gen-value = token / host / quoted-string`:
+/// iterates `;name[=value]` pairs of a parameter list, quotes kept in the value.
+pub(crate) fn params(s: &[u8]) -> Params<'_> {
+    Params { rest: s }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Params<'a> {
+    rest: &'a [u8],
+}
+
+/// One `;name[=value]` parameter; a quoted value keeps its quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param<'a> {
+    pub name: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for Params<'a> {
+    type Item = Param<'a>;
+
+    fn next(&mut self) -> Option<Param<'a>> {
+        loop {
+            let s = trim_start(self.rest);
+            let s = s.strip_prefix(b";").unwrap_or(s);
+            if s.is_empty() {
+                self.rest = s;
+                return None;
+            }
+            let end = param_end(s);
+            let raw = &s[..end];
+            self.rest = &s[end..];
+            let (name, value) = match memchr::memchr(b'=', raw) {
+                Some(eq) => (trim(&raw[..eq]), Some(trim(&raw[eq + 1..]))),
+                None => (trim(raw), None),
+            };
+            if !name.is_empty() {
+                return Some(Param { name, value });
+            }
+        }
+    }
+}
+
+fn param_end(s: &[u8]) -> usize {
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b';' if !in_quotes => return i,
+            _ => {}
+        }
+        i += 1;
+    }
+    s.len()
+}
+
+/// Removes the quotes of a `quoted-string` and its `quoted-pair` escapes.
+pub(crate) fn unquote(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let Some(inner) = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")) else {
+        return value.into();
+    };
+    if !inner.contains(&b'\\') {
+        return inner.into();
+    }
+    let mut out = Vec::with_capacity(inner.len());
+    let mut escaped = false;
+    for &c in inner {
+        if escaped || c != b'\\' {
+            out.push(c);
+            escaped = false;
+        } else {
+            escaped = true;
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_line_needs_single_spaces_and_no_trailing_space() {
+        assert!(request_line(b"INVITE sip:a@b SIP/2.0").is_ok());
+        assert!(request_line(b"INVITE  sip:a@b SIP/2.0").is_err());
+        assert!(request_line(b"INVITE sip:a@b SIP/2.0 ").is_err());
+        assert!(request_line(b"INVITE sip:a@b  SIP/2.0").is_err());
+        assert!(request_line(b"INVITE sip:a@b extra SIP/2.0").is_err());
+        let (_, (m, uri, v)) = request_line(b"NEWMETHOD sip:[2001:db8::1]:5070 sip/2.0").unwrap();
+        assert_eq!((m, uri, v), (&b"NEWMETHOD"[..], &b"sip:[2001:db8::1]:5070"[..], (2, 0)));
+    }
+
+    #[test]
+    fn status_code_is_exactly_three_digits() {
+        let (_, (_, code, reason)) = status_line(b"SIP/2.0 200 OK").unwrap();
+        assert_eq!((code, reason), (200, &b"OK"[..]));
+        assert!(status_line(b"SIP/2.0 4294967301 Too Big").is_err());
+        assert!(status_line(b"SIP/2.0 20 Short").is_err());
+        let (_, (_, code, reason)) = status_line(b"SIP/2.0 100 ").unwrap();
+        assert_eq!((code, reason), (100, &b""[..]));
+        let (_, (_, code, _)) = status_line(b"SIP/2.0 180").unwrap();
+        assert_eq!(code, 180);
+    }
+
+    #[test]
+    fn header_colon_allows_whitespace_before_it() {
+        assert_eq!(header_name_colon(b"TO :  sip:x"), Some((&b"TO"[..], 6)));
+        assert_eq!(header_name_colon(b"v:SIP/2.0/UDP h"), Some((&b"v"[..], 2)));
+        assert_eq!(header_name_colon(b"no colon here"), None);
+        assert_eq!(header_name_colon(b": empty name"), None);
+    }
+
+    #[test]
+    fn comma_lists_respect_quotes_and_brackets() {
+        let v = br#""Doe, John" <sip:j@x;a=1,2>;q=0.5 , <sip:k@y>,,sip:z@w"#;
+        let items: Vec<_> = comma_elements(v).collect();
+        assert_eq!(
+            items,
+            vec![&br#""Doe, John" <sip:j@x;a=1,2>;q=0.5"#[..], &b"<sip:k@y>"[..], &b"sip:z@w"[..]]
+        );
+        let escaped = br#""a\",b" <sip:a@b>, <sip:c@d>"#;
+        assert_eq!(comma_elements(escaped).count(), 2);
+    }
+
+    #[test]
+    fn params_keep_quoted_values_whole() {
+        let p: Vec<_> = params(br#";reg-id=1;+sip.instance="<urn:uuid:a;b>";ob;expires = 60"#).collect();
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[1].name, b"+sip.instance");
+        assert_eq!(p[1].value, Some(&br#""<urn:uuid:a;b>""#[..]));
+        assert_eq!(p[2], Param { name: b"ob", value: None });
+        assert_eq!(p[3].value, Some(&b"60"[..]));
+        assert_eq!(&*unquote(br#""a\"b""#), b"a\"b");
+    }
+
+    #[test]
+    fn decimal_rejects_signs_and_overflow() {
+        assert_eq!(decimal::<u32>(b"150"), Some(150));
+        assert_eq!(decimal::<u32>(b"-1"), None);
+        assert_eq!(decimal::<u32>(b"99999999999"), None);
+        assert_eq!(decimal::<u32>(b""), None);
+    }
+}

@@ -1,0 +1,156 @@
+//! One Via element (RFC 3261 §20.42, `via-parm`) and the `received`/`rport` stamping of
+//! RFC 3261 §18.2.1 and RFC 3581 §4.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::grammar::{self, Param};
+use super::uri::{Host, UriError, parse_hostport};
+
+/// The RFC 3261 magic cookie that starts every compliant branch (§8.1.1.7).
+pub const BRANCH_COOKIE: &str = "z9hG4bK";
+
+/// `via-parm = sent-protocol LWS sent-by *( SEMI via-params )`, borrowed from the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// `transport` of `sent-protocol` as written (`UDP`, `WSS`, `SCTP`, unknown ones).
+    pub transport: &'a [u8],
+    pub host: Host,
+    pub port: Option<u16>,
+    raw: &'a [u8],
+    /// Where `sent-by` ends in `raw`; the parameters follow.
+    sent_by_end: usize,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one element of a Via list. LWS is allowed around the slashes of
+    /// `sent-protocol` and before `sent-by` (RFC 4475 §3.1.1.1).
+    pub fn parse(raw: &'a [u8]) -> Result<Self, UriError> {
+        // `rest` stays a suffix of `raw`, so offsets into `raw` follow from its length.
+        let mut rest = raw;
+        let mut parts = [&b""[..]; 3];
+        for (n, part) in parts.iter_mut().enumerate() {
+            rest = trim_lws(rest);
+            let end = rest.iter().position(|&c| !grammar::is_token_char(c)).unwrap_or(rest.len());
+            *part = &rest[..end];
+            rest = trim_lws(&rest[end..]);
+            if n < 2 {
+                rest = rest.strip_prefix(b"/").ok_or(UriError::NameAddr)?;
+            }
+        }
+        if parts.iter().any(|p| p.is_empty()) || !parts[0].eq_ignore_ascii_case(b"SIP") {
+            return Err(UriError::NameAddr);
+        }
+        let sent_by_start = raw.len() - rest.len();
+        let tail = &raw[sent_by_start..];
+        let sent_by_len = tail.iter().position(|&c| c == b';' || c.is_ascii_whitespace()).unwrap_or(tail.len());
+        let (host, port) = parse_hostport(&tail[..sent_by_len])?;
+        Ok(Self { transport: parts[2], host, port, raw, sent_by_end: sent_by_start + sent_by_len })
+    }
+
+    pub fn params(&self) -> impl Iterator<Item = Param<'a>> + 'a {
+        grammar::params(&self.raw[self.sent_by_end..])
+    }
+
+    fn param(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        self.params().find(|p| p.name.eq_ignore_ascii_case(name)).map(|p| p.value)
+    }
+
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.param(b"branch").flatten()
+    }
+
+    /// `rport` (RFC 3581): `Some(None)` when the client asks for it without a value.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.param(b"rport").map(|v| v.and_then(grammar::decimal))
+    }
+
+    pub fn received(&self) -> Option<IpAddr> {
+        let v = self.param(b"received").flatten()?;
+        std::str::from_utf8(v).ok()?.parse().ok()
+    }
+
+    /// Where a response to this Via goes for a datagram transport: the source address
+    /// when `rport` was asked for (RFC 3581 §4), else `received` (or the source IP) and the
+    /// `sent-by` port (RFC 3261 §18.2.2).
+    pub fn response_address(&self, source: SocketAddr) -> SocketAddr {
+        if self.rport().is_some() {
+            return source;
+        }
+        SocketAddr::new(source.ip(), self.port.unwrap_or(5060))
+    }
+
+    /// The element with `received` and `rport` filled from the packet source: `received`
+    /// when `sent-by` is not the source IP or `rport` was asked for, `rport=PORT` when the
+    /// client asked for it. Other parameters keep their bytes and order.
+    pub fn stamped(&self, source: SocketAddr) -> Vec<u8> {
+        let wants_rport = self.rport().is_some();
+        let needs_received = wants_rport || self.host != Host::Ip(source.ip());
+        let mut out = Vec::with_capacity(self.raw.len() + 40);
+        out.extend_from_slice(&self.raw[..self.sent_by_end]);
+        for p in self.params() {
+            if p.name.eq_ignore_ascii_case(b"received") {
+                continue;
+            }
+            out.push(b';');
+            if p.name.eq_ignore_ascii_case(b"rport") {
+                out.extend_from_slice(format!("rport={}", source.port()).as_bytes());
+                continue;
+            }
+            out.extend_from_slice(p.name);
+            if let Some(v) = p.value {
+                out.push(b'=');
+                out.extend_from_slice(v);
+            }
+        }
+        if needs_received {
+            out.extend_from_slice(format!(";received={}", source.ip()).as_bytes());
+        }
+        out
+    }
+}
+
+/// Skips linear whitespace, including a fold (CRLF followed by SP or HTAB).
+fn trim_lws(s: &[u8]) -> &[u8] {
+    let mut i = 0;
+    while i < s.len() && s[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    &s[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sent_protocol_with_lws_and_ipv6() {
+        let v = Via::parse(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;rport;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport, b"UDP");
+        assert_eq!(v.host, Host::Ip("192.0.2.2".parse().unwrap()));
+        assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
+        assert_eq!(v.rport(), Some(None));
+        let v = Via::parse(b"SIP/2.0/TCP [2001:db8::9:1]:5061;branch=z9hG4bKas3").unwrap();
+        assert_eq!(v.port, Some(5061));
+        assert_eq!(v.host, Host::Ip("2001:db8::9:1".parse().unwrap()));
+        let v = Via::parse(b"SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK1").unwrap();
+        assert!(v.host.is_invalid_tld());
+        assert!(Via::parse(b"SIP/2.0 192.0.2.2").is_err());
+        assert!(Via::parse(b"XMPP/2.0/UDP 192.0.2.2").is_err());
+    }
+
+    #[test]
+    fn stamping_fills_rport_and_received() {
+        let src: SocketAddr = "203.0.113.7:61000".parse().unwrap();
+        let v = Via::parse(b"SIP/2.0/UDP 10.0.0.2:5060;rport;branch=z9hG4bKx").unwrap();
+        assert_eq!(v.stamped(src), b"SIP/2.0/UDP 10.0.0.2:5060;rport=61000;branch=z9hG4bKx;received=203.0.113.7");
+        assert_eq!(v.response_address(src), src);
+        let v = Via::parse(b"SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bKx").unwrap();
+        assert_eq!(v.stamped(src), b"SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bKx");
+        assert_eq!(v.response_address(src), "203.0.113.7:5062".parse().unwrap());
+        let v = Via::parse(b"SIP/2.0/WS abc.invalid;branch=z9hG4bKx;received=1.2.3.4").unwrap();
+        assert_eq!(v.stamped(src), b"SIP/2.0/WS abc.invalid;branch=z9hG4bKx;received=203.0.113.7");
+        let src6: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
+        let v = Via::parse(b"SIP/2.0/UDP host.example;rport").unwrap();
+        assert_eq!(v.stamped(src6), b"SIP/2.0/UDP host.example;rport=5060;received=2001:db8::1");
+    }
+}
