@@ -1,1 +1,429 @@
-//! placeholder
+//! L5: the sans-IO engine. Messages and flow events come in through
+//! [`Engine::handle_input`], bytes to send come out of [`Engine::poll_transmit`], and
+//! [`Engine::poll_timeout`] says when [`Engine::handle_timeout`] is due. It never touches
+//! a socket or reads the clock; the driver does both.
+//!
+//! What it answers today: OPTIONS addressed to the server (the keep-alive pings of
+//! browsers and trunks) with 200; requests it cannot parse or that break RFC 3261 with
+//! 400 and the reason; what later layers will handle with 501. ACK is never answered.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::clock::Entropy;
+use crate::message::response::{self, Reply};
+use crate::message::{self, HeaderName, Host, Message, Method, NameAddr, ParseError, Uri, Via};
+use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
+
+/// Methods the 200 to OPTIONS advertises; grows as the registrar and proxy land.
+pub const ALLOW: &str = "OPTIONS";
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The domains we serve; a Request-URI with one of these hosts is addressed to us.
+    pub domains: Vec<String>,
+    pub limits: message::Limits,
+    /// Our product token for Server headers.
+    pub server_name: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            domains: vec!["localhost".into()],
+            limits: message::Limits::default(),
+            server_name: format!("webtrunk/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What the engine is told.
+#[derive(Debug)]
+pub enum Input {
+    Received { source: Source, bytes: Bytes },
+    FlowOpened { flow: FlowId, kind: TransportKind, remote: SocketAddr },
+    FlowClosed { flow: FlowId },
+}
+
+/// Why a request is refused before any routing, one variant per rule; [`Self::status`]
+/// is the single place these become SIP statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    Parse(ParseError),
+    #[error("SIP Version Not Supported")]
+    Version,
+    #[error("Missing {0} Header")]
+    Missing(&'static str),
+    #[error("Malformed {0} Header")]
+    Malformed(&'static str),
+    #[error("CSeq Method Does Not Match Request")]
+    CSeqMethod,
+    #[error("Malformed Request-URI")]
+    RequestUri,
+    #[error("Unsupported URI Scheme")]
+    UriScheme,
+    #[error("Bad Extension")]
+    Extension(Vec<String>),
+    #[error("Too Many Hops")]
+    TooManyHops,
+    #[error("Not Implemented")]
+    NotImplemented,
+}
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Parse(e) => e.status(),
+            Self::Version => 505,
+            Self::Missing(_) | Self::Malformed(_) | Self::CSeqMethod | Self::RequestUri => 400,
+            Self::UriScheme => 416,
+            Self::Extension(_) => 420,
+            Self::TooManyHops => 483,
+            Self::NotImplemented => 501,
+        }
+    }
+}
+
+/// Counters an operator reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub received: u64,
+    pub malformed: u64,
+    pub responses_sent: u64,
+    pub flows_open: u64,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    entropy: Entropy,
+    transmits: VecDeque<Transmit>,
+    flows: HashMap<FlowId, (TransportKind, SocketAddr)>,
+    stats: Stats,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, entropy: Entropy) -> Self {
+        Self { config, entropy, transmits: VecDeque::new(), flows: HashMap::new(), stats: Stats::default() }
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        let _ = now;
+        match input {
+            Input::Received { source, bytes } => self.on_received(source, bytes),
+            Input::FlowOpened { flow, kind, remote } => {
+                self.flows.insert(flow, (kind, remote));
+                self.stats.flows_open = self.flows.len() as u64;
+            }
+            Input::FlowClosed { flow } => {
+                self.flows.remove(&flow);
+                self.stats.flows_open = self.flows.len() as u64;
+            }
+        }
+    }
+
+    /// Fires due timers. There are none yet: transactions bring them.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn on_received(&mut self, source: Source, bytes: Bytes) {
+        self.stats.received += 1;
+        let message = match Message::parse(bytes.clone(), &self.config.limits) {
+            Ok(m) => m,
+            Err(error) => return self.on_unparseable(source, &bytes, error),
+        };
+        tracing::debug!(from = %source.remote, transport = %source.kind, "recv {}", message.summary());
+        tracing::trace!(from = %source.remote, "recv\n{}", String::from_utf8_lossy(message.as_bytes()));
+        if !message.is_request() {
+            // Responses belong to client transactions, which do not exist yet.
+            tracing::debug!(from = %source.remote, "stray response dropped: {}", message.summary());
+            return;
+        }
+        let Some(destination) = reply_destination(&source, message.top_via_raw().as_deref()) else {
+            self.stats.malformed += 1;
+            tracing::debug!(from = %source.remote, "request without a usable Via dropped");
+            return;
+        };
+        if message.method() == Some(&Method::Ack) {
+            return;
+        }
+        let outcome = self.validate(&message, &source).and_then(|()| self.route(&message, &source));
+        let (code, reason, extra) = match outcome {
+            Ok(reply) => (reply.code, None, reply.headers),
+            Err(error) => {
+                let status = error.status();
+                let mut extra = Vec::new();
+                if let RequestError::Extension(unsupported) = &error {
+                    extra.push(("Unsupported", unsupported.join(", ").into()));
+                }
+                let reason = (status == 400).then(|| error.to_string());
+                (status, reason, extra)
+            }
+        };
+        let tag = self.entropy.tag();
+        let mut reply = Reply::new(code);
+        reply.reason = reason.as_deref();
+        reply.to_tag = Some(&tag);
+        reply.source = Some(source.remote);
+        reply.headers = extra;
+        reply.headers.push(("Server", self.config.server_name.as_str().into()));
+        let bytes = response::build(&message, &reply);
+        self.send(destination, bytes);
+    }
+
+    /// RFC 3261 §8.2 and §16.3 checks every request passes before anything acts on it.
+    fn validate(&self, message: &Message, source: &Source) -> Result<(), RequestError> {
+        let _ = source;
+        if message.version() != (2, 0) {
+            return Err(RequestError::Version);
+        }
+        let via = message.top_via_raw().ok_or(RequestError::Missing("Via"))?;
+        Via::parse(&via).map_err(|_| RequestError::Malformed("Via"))?;
+        for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
+            let value = message.first_value(name).ok_or(RequestError::Missing(label))?;
+            let addr = NameAddr::parse(&value).map_err(|_| RequestError::Malformed(label))?;
+            addr.parse_uri().map_err(|_| RequestError::Malformed(label))?;
+        }
+        message.call_id().filter(|c| !c.is_empty()).ok_or(RequestError::Missing("Call-ID"))?;
+        if message.header(HeaderName::CSeq).is_none() {
+            return Err(RequestError::Missing("CSeq"));
+        }
+        let (_, cseq_method) = message.cseq().ok_or(RequestError::Malformed("CSeq"))?;
+        if Some(&cseq_method) != message.method() {
+            return Err(RequestError::CSeqMethod);
+        }
+        if let Some(Err(())) = message.max_forwards() {
+            return Err(RequestError::Malformed("Max-Forwards"));
+        }
+        let uri = message.request_uri().ok_or(RequestError::RequestUri)?;
+        match Uri::parse(uri).map_err(|_| RequestError::RequestUri)? {
+            Uri::Sip(sip) if sip.headers.is_some() => Err(RequestError::RequestUri),
+            Uri::Sip(_) => Ok(()),
+            Uri::Other { .. } => Err(RequestError::UriScheme),
+        }
+    }
+
+    /// What to do with a valid request. Until the registrar and proxy exist, only OPTIONS
+    /// to the server itself is ours.
+    fn route(&self, message: &Message, source: &Source) -> Result<Reply<'static>, RequestError> {
+        // §16.3 step 5: we support no option tags yet, so any Proxy-Require is refused.
+        let proxy_require: Vec<String> =
+            message.list(HeaderName::ProxyRequire).iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
+        if !proxy_require.is_empty() {
+            return Err(RequestError::Extension(proxy_require));
+        }
+        let for_us = message.method() == Some(&Method::Options) && self.is_addressed_to_us(message, source);
+        if !for_us {
+            if message.max_forwards() == Some(Ok(0)) {
+                return Err(RequestError::TooManyHops);
+            }
+            return Err(RequestError::NotImplemented);
+        }
+        // As the UAS of this OPTIONS, §8.2.2.3: Require is ours to check too.
+        let require: Vec<String> =
+            message.list(HeaderName::Require).iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
+        if !require.is_empty() {
+            return Err(RequestError::Extension(require));
+        }
+        let mut reply = Reply::new(200);
+        reply.headers.push(("Allow", ALLOW.into()));
+        reply.headers.push(("Accept", "application/sdp".into()));
+        Ok(reply)
+    }
+
+    /// A Request-URI without a user part whose host is one of our domains or the address
+    /// the request arrived on.
+    fn is_addressed_to_us(&self, message: &Message, source: &Source) -> bool {
+        let Some(Ok(Uri::Sip(uri))) = message.request_uri().map(Uri::parse) else { return false };
+        if uri.user.is_some() {
+            return false;
+        }
+        match &uri.host {
+            Host::Name(name) => self.config.domains.iter().any(|d| d.eq_ignore_ascii_case(name)),
+            Host::Ip(ip) => is_local_ip(*ip, source.local.ip()),
+        }
+    }
+
+    fn on_unparseable(&mut self, source: Source, bytes: &[u8], error: ParseError) {
+        self.stats.malformed += 1;
+        tracing::debug!(from = %source.remote, transport = %source.kind, %error, len = bytes.len(), "unparseable message");
+        let Some(fields) = message::salvage_for_reply(bytes) else { return };
+        let top_via = fields.iter().find(|(n, _)| *n == HeaderName::Via).map(|(_, v)| v.as_slice());
+        let Some(destination) = reply_destination(&source, top_via) else { return };
+        let tag = self.entropy.tag();
+        let reason = error.to_string();
+        let reply = Reply {
+            code: error.status(),
+            reason: Some(&reason),
+            to_tag: Some(&tag),
+            source: Some(source.remote),
+            headers: vec![("Server", self.config.server_name.as_str().into())],
+        };
+        let bytes = response::build_salvaged(&fields, &reply);
+        self.send(destination, bytes);
+    }
+
+    fn send(&mut self, destination: Destination, bytes: Vec<u8>) {
+        self.stats.responses_sent += 1;
+        let bytes = Bytes::from(bytes);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let first_line = bytes.split(|&c| c == b'\r').next().unwrap_or_default();
+            tracing::debug!(to = ?destination, "send {}", String::from_utf8_lossy(first_line));
+            tracing::trace!(to = ?destination, "send\n{}", String::from_utf8_lossy(&bytes));
+        }
+        self.transmits.push_back(Transmit { destination, bytes });
+    }
+}
+
+/// RFC 3261 §18.2.2 with RFC 3581: a response goes back over the flow it came on, or for
+/// UDP to the address the top Via (and the packet source) say.
+fn reply_destination(source: &Source, top_via: Option<&[u8]>) -> Option<Destination> {
+    if let Some(flow) = source.flow {
+        return Some(Destination::Flow(flow));
+    }
+    let via = Via::parse(top_via?).ok()?;
+    Some(Destination::Datagram { local: source.local, remote: via.response_address(source.remote) })
+}
+
+fn is_local_ip(ip: IpAddr, arrived_on: IpAddr) -> bool {
+    ip == arrived_on || ip.is_loopback() || (arrived_on.is_unspecified() && !ip.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock;
+
+    fn engine() -> Engine {
+        Engine::new(EngineConfig::default(), Entropy::seeded(1))
+    }
+
+    fn udp_source() -> Source {
+        Source {
+            kind: TransportKind::Udp,
+            local: "127.0.0.1:5060".parse().unwrap(),
+            remote: "127.0.0.1:40000".parse().unwrap(),
+            flow: None,
+        }
+    }
+
+    fn exchange(engine: &mut Engine, source: Source, request: &str) -> Option<(Destination, String)> {
+        engine
+            .handle_input(clock::now(), Input::Received { source, bytes: Bytes::copy_from_slice(request.as_bytes()) });
+        let t = engine.poll_transmit()?;
+        assert!(engine.poll_transmit().is_none());
+        Some((t.destination, String::from_utf8(t.bytes.to_vec()).unwrap()))
+    }
+
+    fn request(method: &str, uri: &str, extra: &str) -> String {
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=z9hG4bKx1\r\nMax-Forwards: 70\r\n\
+             From: <sip:probe@example.net>;tag=f1\r\nTo: <{uri}>\r\nCall-ID: c-1\r\nCSeq: 1 {method}\r\n{extra}\
+             Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn options_to_the_server_gets_200_over_the_way_it_came() {
+        let mut e = engine();
+        let (dest, text) = exchange(&mut e, udp_source(), &request("OPTIONS", "sip:localhost", "")).unwrap();
+        assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+        assert!(text.contains("Allow: OPTIONS\r\n"));
+        assert!(text.contains(";rport=40000"));
+        assert!(text.contains("To: <sip:localhost>;tag="));
+        assert_eq!(dest, Destination::Datagram { local: udp_source().local, remote: udp_source().remote });
+
+        let ws = Source { kind: TransportKind::Ws, flow: Some(FlowId(7)), ..udp_source() };
+        let (dest, text) = exchange(&mut e, ws, &request("OPTIONS", "sip:127.0.0.1:5060", "")).unwrap();
+        assert!(text.starts_with("SIP/2.0 200 OK\r\n"));
+        assert_eq!(dest, Destination::Flow(FlowId(7)));
+    }
+
+    #[test]
+    fn options_to_a_user_or_other_methods_are_not_implemented_yet() {
+        let mut e = engine();
+        let (_, text) = exchange(&mut e, udp_source(), &request("OPTIONS", "sip:alice@localhost", "")).unwrap();
+        assert!(text.starts_with("SIP/2.0 501 Not Implemented\r\n"), "{text}");
+        let (_, text) = exchange(&mut e, udp_source(), &request("NEWMETHOD", "sip:localhost", "")).unwrap();
+        assert!(text.starts_with("SIP/2.0 501 "), "{text}");
+    }
+
+    #[test]
+    fn ack_is_never_answered() {
+        let mut e = engine();
+        assert!(exchange(&mut e, udp_source(), &request("ACK", "sip:localhost", "")).is_none());
+    }
+
+    #[test]
+    fn malformed_requests_get_400_with_the_reason() {
+        let mut e = engine();
+        let no_call_id = request("OPTIONS", "sip:localhost", "").replace("Call-ID: c-1\r\n", "");
+        let (_, text) = exchange(&mut e, udp_source(), &no_call_id).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 Missing Call-ID Header\r\n"), "{text}");
+        let bad_cl = request("OPTIONS", "sip:localhost", "").replace("Content-Length: 0", "Content-Length: 50");
+        let (_, text) = exchange(&mut e, udp_source(), &bad_cl).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 Body Shorter Than Content-Length\r\n"), "{text}");
+        assert!(text.contains("Call-ID: c-1\r\n"));
+        let mismatch = request("OPTIONS", "sip:localhost", "").replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
+        let (_, text) = exchange(&mut e, udp_source(), &mismatch).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 CSeq Method Does Not Match Request\r\n"), "{text}");
+    }
+
+    #[test]
+    fn rule_violations_get_their_own_status() {
+        let mut e = engine();
+        let cases = [
+            (request("OPTIONS", "sip:localhost", "").replace("SIP/2.0\r\n", "SIP/7.0\r\n"), "505"),
+            (request("OPTIONS", "tel:+15550100", ""), "416"),
+            (request("OPTIONS", "sip:localhost", "Proxy-Require: foo\r\n"), "420"),
+            (request("OPTIONS", "sip:localhost", "Require: 100rel\r\n"), "420"),
+            (request("INVITE", "sip:bob@example.com", "").replace("Max-Forwards: 70", "Max-Forwards: 0"), "483"),
+        ];
+        for (req, status) in cases {
+            let (_, text) = exchange(&mut e, udp_source(), &req).unwrap();
+            assert!(text.starts_with(&format!("SIP/2.0 {status} ")), "{status}: {text}");
+        }
+        let (_, text) =
+            exchange(&mut e, udp_source(), &request("OPTIONS", "sip:localhost", "Proxy-Require: foo, bar\r\n"))
+                .unwrap();
+        assert!(text.contains("Unsupported: foo, bar\r\n"), "{text}");
+    }
+
+    #[test]
+    fn garbage_and_responses_are_dropped_silently() {
+        let mut e = engine();
+        assert!(exchange(&mut e, udp_source(), "\u{1}\u{2}garbage").is_none());
+        assert!(exchange(&mut e, udp_source(), "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n").is_none());
+        let no_via = request("OPTIONS", "sip:localhost", "")
+            .replace("Via: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=z9hG4bKx1\r\n", "");
+        assert!(exchange(&mut e, udp_source(), &no_via).is_none());
+        assert_eq!(e.stats().malformed, 2);
+    }
+
+    #[test]
+    fn flows_are_counted() {
+        let mut e = engine();
+        let remote = "127.0.0.1:1".parse().unwrap();
+        e.handle_input(clock::now(), Input::FlowOpened { flow: FlowId(1), kind: TransportKind::Ws, remote });
+        e.handle_input(clock::now(), Input::FlowOpened { flow: FlowId(2), kind: TransportKind::Tcp, remote });
+        e.handle_input(clock::now(), Input::FlowClosed { flow: FlowId(1) });
+        assert_eq!(e.stats().flows_open, 1);
+    }
+}

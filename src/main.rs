@@ -1,1 +1,80 @@
-fn main() {}
+//! The `webtrunk` command: run the server, or check a configuration file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use webtrunk::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "webtrunk", version, about = "SIP-over-WebSocket proxy: browsers make and take real phone calls")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default). Without --config, the built-in defaults are used.
+    Run {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file; prints one line per problem and exits 1 if any.
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { config: None }) {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { file } => check_config(&file),
+    }
+}
+
+fn run(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("webtrunk: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = config.validate();
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("webtrunk: {p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    // RUST_LOG wins over the file so an operator can turn up one module without editing it.
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    match webtrunk::app::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("webtrunk: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::check(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                println!("{p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

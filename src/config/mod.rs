@@ -1,1 +1,191 @@
-//! placeholder
+//! L7: the TOML file schema, loaded in layers: built-in defaults, then an optional file, then
+//! `WEBTRUNK__SECTION__KEY` environment variables (lists comma-separated).
+//!
+//! Values are typed here, once: the rest of the program gets `SocketAddr` and `Duration`, never
+//! strings. Every problem names its layer and key, and its line when it came from a file. This
+//! module must not bind sockets, read certificates or create the state directory; it only checks
+//! that configured files exist.
+
+mod error;
+mod layers;
+mod validate;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, Origin, Place};
+
+/// Environment variables starting with `WEBTRUNK__` override the file.
+pub const ENV_PREFIX: &str = "WEBTRUNK";
+
+/// The whole file. Build one from [`Config::default`] and assign fields: the private provenance
+/// makes struct literals impossible outside this module.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub websocket: WebSocket,
+    pub limits: Limits,
+    pub log: Log,
+    /// Which layer set each key, so that [`Config::validate`] can point at it.
+    #[serde(skip)]
+    provenance: layers::Provenance,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Domains we are the registrar and proxy for: the host part of our users' addresses.
+    pub domains: Vec<String>,
+    /// Persisted registrations and the generated self-signed certificate.
+    pub state_dir: PathBuf,
+    /// How long open calls and flows get to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+/// One socket per address; an empty list disables that transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub ws: Vec<SocketAddr>,
+    pub wss: Vec<SocketAddr>,
+}
+
+/// PEM files for `tls` and `wss`; both `None` means the app generates a self-signed pair
+/// into `server.state_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocket {
+    /// HTTP paths accepted in the upgrade request (RFC 7118 §4); others are refused.
+    pub paths: Vec<String>,
+    /// RFC 6455 ping from our side, so NATs and dead browsers are noticed.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A flow silent this long is closed, and its bindings die with it.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes in one SIP message; larger ones get 513 or a closed stream.
+    pub max_message_size: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// TLS and WebSocket handshakes must complete within this.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// A `tracing_subscriber::EnvFilter` directive such as `info` or `webtrunk=debug`.
+    pub level: String,
+}
+
+impl Config {
+    /// Built-in defaults, overlaid with `file` when given, then `WEBTRUNK__` environment
+    /// variables. Reports the first problem only and does not run [`Config::validate`].
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        layers::load(file, true).map_err(|mut problems| {
+            // `layers::load` never returns an empty list of problems.
+            problems.swap_remove(0)
+        })
+    }
+
+    /// Every problem in `file` (for `webtrunk check-config FILE`): the structural ones (syntax,
+    /// unknown keys, wrong types) if any, else everything [`Config::validate`] finds. The
+    /// environment is ignored so that the verdict is about the file alone.
+    pub fn check(file: &Path) -> Result<Self, Vec<ConfigError>> {
+        let config = layers::load(Some(file), false)?;
+        let problems = config.validate();
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            domains: vec!["localhost".into()],
+            state_dir: default_state_dir(),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        // Loopback only: exposing the service is a decision the operator writes down.
+        let loopback = |port| vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))];
+        Self { udp: loopback(5060), tcp: loopback(5060), tls: loopback(5061), ws: loopback(8080), wss: loopback(8443) }
+    }
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        Self {
+            paths: vec!["/".into(), "/ws".into()],
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 65_536,
+            max_headers: 128,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            handshake_timeout: Duration::from_secs(5),
+            tcp_idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+/// systemd's `StateDirectory=`, else the XDG base directory, else beside the working directory.
+fn default_state_dir() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+    // systemd passes one absolute path per StateDirectory= entry, colon-separated; ours is first.
+    if let Some(first) = var("STATE_DIRECTORY").and_then(|dirs| std::env::split_paths(&dirs).next()) {
+        return first;
+    }
+    // The XDG spec says to ignore a relative XDG_STATE_HOME.
+    if let Some(xdg) = var("XDG_STATE_HOME").map(PathBuf::from).filter(|dir| dir.is_absolute()) {
+        return xdg.join("webtrunk");
+    }
+    if let Some(home) = var("HOME") {
+        return PathBuf::from(home).join(".local/state/webtrunk");
+    }
+    PathBuf::from("webtrunk-state")
+}

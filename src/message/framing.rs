@@ -45,16 +45,16 @@ pub fn frame(buf: &[u8], max_message_size: usize) -> Result<Frame, FrameError> {
             // "\r", "\r\n" or "\r\n\r": maybe the start of a ping.
             return Err(FrameError::Incomplete);
         }
-        return Ok(Frame::Skip(leading.min(2).max(1)));
+        return Ok(Frame::Skip(leading.clamp(1, 2)));
     }
-    let Some(header_end) = find_header_end(buf) else {
+    let Some((header_end, content_length)) = scan_head(buf)? else {
         return Err(if buf.len() >= max_message_size {
             FrameError::TooLarge { max: max_message_size }
         } else {
             FrameError::Incomplete
         });
     };
-    let body_len = content_length(&buf[..header_end])?.unwrap_or(0);
+    let body_len = content_length.unwrap_or(0);
     let total = header_end.checked_add(body_len).ok_or(FrameError::ContentLength)?;
     if total > max_message_size {
         return Err(FrameError::TooLarge { max: max_message_size });
@@ -65,35 +65,34 @@ pub fn frame(buf: &[u8], max_message_size: usize) -> Result<Frame, FrameError> {
     Ok(Frame::Message(total))
 }
 
-/// Index just past the blank line that ends the header section (CRLF CRLF, or LF LF).
-fn find_header_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(lf) = memchr::memchr(b'\n', &buf[from..]).map(|i| i + from) {
-        match buf.get(lf + 1) {
-            Some(b'\n') => return Some(lf + 2),
-            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
-            _ => from = lf + 1,
-        }
-    }
-    None
-}
-
-/// `Content-Length = ( "Content-Length" / "l" ) HCOLON 1*DIGIT` over the header section;
-/// every occurrence must agree (RFC 4475 §3.3.9).
-fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
+/// One pass over the header section: where it ends (just past the blank line, CRLF CRLF
+/// or LF LF) and its Content-Length (`Content-Length = ( "Content-Length" / "l" ) HCOLON
+/// 1*DIGIT`), every occurrence of which must agree (RFC 4475 §3.3.9). `None` while the
+/// blank line has not arrived.
+fn scan_head(buf: &[u8]) -> Result<Option<(usize, Option<usize>)>, FrameError> {
     let mut found: Option<usize> = None;
-    for line in head.split(|&c| c == b'\n').skip(1) {
-        let Some((name, value_start)) = grammar::header_name_colon(line) else { continue };
-        if HeaderName::from_bytes(name) != HeaderName::ContentLength {
-            continue;
+    let Some(first_lf) = memchr::memchr(b'\n', buf) else { return Ok(None) };
+    let mut start = first_lf + 1;
+    loop {
+        let Some(lf) = memchr::memchr(b'\n', &buf[start..]).map(|i| i + start) else { return Ok(None) };
+        let line = &buf[start..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(Some((lf + 1, found)));
         }
-        let n = grammar::decimal(grammar::trim(&line[value_start..])).ok_or(FrameError::ContentLength)?;
-        if found.is_some_and(|prev| prev != n) {
-            return Err(FrameError::ConflictingContentLength);
+        // Only `Content-Length` and `l` can match: skip the lookup for every other line.
+        if matches!(line.first(), Some(b'C' | b'c' | b'L' | b'l'))
+            && let Some((name, value_start)) = grammar::header_name_colon(line)
+            && HeaderName::from_bytes(name) == HeaderName::ContentLength
+        {
+            let n = grammar::decimal(grammar::trim(&line[value_start..])).ok_or(FrameError::ContentLength)?;
+            if found.is_some_and(|prev| prev != n) {
+                return Err(FrameError::ConflictingContentLength);
+            }
+            found = Some(n);
         }
-        found = Some(n);
+        start = lf + 1;
     }
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -101,7 +100,8 @@ mod tests {
     use super::*;
 
     const MAX: usize = 64 * 1024;
-    const OPTIONS: &[u8] = b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello";
+    const OPTIONS: &[u8] =
+        b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello";
 
     #[test]
     fn whole_message_is_framed_by_content_length() {

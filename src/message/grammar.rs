@@ -3,15 +3,14 @@
 
 use nom::{
     IResult, Parser,
-    bytes::complete::{tag_no_case, take_while, take_while1, take_while_m_n},
+    bytes::complete::{tag_no_case, take_while, take_while_m_n, take_while1},
     character::complete::{char, digit1},
     combinator::{all_consuming, map_res, opt},
 };
 
 /// `token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )`
 pub(crate) fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
 }
 
 /// `WSP = SP / HTAB`
@@ -34,13 +33,14 @@ pub(crate) fn sip_version(i: &[u8]) -> IResult<&[u8], (u32, u32)> {
 }
 
 fn number_u32(i: &[u8]) -> IResult<&[u8], u32> {
-    map_res(digit1, |d: &[u8]| {
-        std::str::from_utf8(d)
-            .map_err(|_| ())
-            .and_then(|s| s.parse::<u32>().map_err(|_| ()))
-    })
-    .parse(i)
+    map_res(digit1, |d: &[u8]| std::str::from_utf8(d).map_err(|_| ()).and_then(|s| s.parse::<u32>().map_err(|_| ())))
+        .parse(i)
 }
+
+/// `(Method, Request-URI, SIP-Version)` of a Request-Line.
+pub(crate) type RequestLine<'a> = (&'a [u8], &'a [u8], (u32, u32));
+/// `(SIP-Version, Status-Code, Reason-Phrase)` of a Status-Line.
+pub(crate) type StatusLine<'a> = ((u32, u32), u16, &'a [u8]);
 
 /// Request-URI characters: any visible ASCII. The URI's own grammar is checked by
 /// [`super::uri::Uri::parse`]; the Request-Line only needs to know where it ends.
@@ -50,7 +50,7 @@ fn is_uri_char(c: u8) -> bool {
 
 /// `Request-Line = Method SP Request-URI SP SIP-Version CRLF` (without the CRLF).
 /// Exactly one SP between elements and none at the end (RFC 4475 §3.1.2.9, §3.1.2.10).
-pub(crate) fn request_line(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8], (u32, u32))> {
+pub(crate) fn request_line(i: &[u8]) -> IResult<&[u8], RequestLine<'_>> {
     all_consuming((token, char(' '), take_while1(is_uri_char), char(' '), sip_version))
         .map(|(method, _, uri, _, version)| (method, uri, version))
         .parse(i)
@@ -58,13 +58,11 @@ pub(crate) fn request_line(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8], (u32, u32)
 
 /// `Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF` (without the CRLF).
 /// `Status-Code` is exactly three digits; a missing SP before an empty reason is tolerated.
-pub(crate) fn status_line(i: &[u8]) -> IResult<&[u8], ((u32, u32), u16, &[u8])> {
+pub(crate) fn status_line(i: &[u8]) -> IResult<&[u8], StatusLine<'_>> {
     let (i, version) = sip_version(i)?;
     let (i, _) = char(' ').parse(i)?;
     let (i, code) = map_res(take_while_m_n(3, 3, |c: u8| c.is_ascii_digit()), |d: &[u8]| {
-        std::str::from_utf8(d)
-            .map_err(|_| ())
-            .and_then(|s| s.parse::<u16>().map_err(|_| ()))
+        std::str::from_utf8(d).map_err(|_| ()).and_then(|s| s.parse::<u16>().map_err(|_| ()))
     })
     .parse(i)?;
     let (i, sp) = opt(char(' ')).parse(i)?;
@@ -290,10 +288,7 @@ mod tests {
     fn comma_lists_respect_quotes_and_brackets() {
         let v = br#""Doe, John" <sip:j@x;a=1,2>;q=0.5 , <sip:k@y>,,sip:z@w"#;
         let items: Vec<_> = comma_elements(v).collect();
-        assert_eq!(
-            items,
-            vec![&br#""Doe, John" <sip:j@x;a=1,2>;q=0.5"#[..], &b"<sip:k@y>"[..], &b"sip:z@w"[..]]
-        );
+        assert_eq!(items, vec![&br#""Doe, John" <sip:j@x;a=1,2>;q=0.5"#[..], &b"<sip:k@y>"[..], &b"sip:z@w"[..]]);
         let escaped = br#""a\",b" <sip:a@b>, <sip:c@d>"#;
         assert_eq!(comma_elements(escaped).count(), 2);
     }

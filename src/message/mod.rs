@@ -23,9 +23,9 @@ use std::fmt;
 
 use bytes::Bytes;
 
+pub use grammar::Param;
 pub use header::HeaderName;
 pub use uri::{Host, NameAddr, SipUri, Uri, UriError};
-pub use grammar::Param;
 pub use via::Via;
 
 /// Bounds on one message, checked while parsing.
@@ -430,10 +430,7 @@ impl Message {
             }
             StartLine::Response { code, reason } => {
                 let cseq = self.cseq().map(|(n, m)| format!("{n} {m}")).unwrap_or_default();
-                format!(
-                    "{code} {} ({cseq}) call-id={call_id}",
-                    String::from_utf8_lossy(&self.bytes[reason.range()])
-                )
+                format!("{code} {} ({cseq}) call-id={call_id}", String::from_utf8_lossy(&self.bytes[reason.range()]))
             }
         }
     }
@@ -474,8 +471,9 @@ pub fn salvage_for_reply(buf: &[u8]) -> Option<Vec<(HeaderName, Vec<u8>)>> {
         return None;
     }
     let mut found = Vec::new();
-    let header_end = memchr::memmem::find(text, b"\r\n\r\n").unwrap_or(text.len());
-    for line in text[first_end + 1..header_end].split(|&c| c == b'\n') {
+    let headers = &text[first_end + 1..];
+    let header_end = memchr::memmem::find(headers, b"\r\n\r\n").unwrap_or(headers.len());
+    for line in headers[..header_end].split(|&c| c == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some((name, value_start)) = grammar::header_name_colon(line) else { continue };
         let name = HeaderName::from_bytes(name);
@@ -642,12 +640,61 @@ mod tests {
         assert_eq!(m.cseq(), None);
     }
 
+    /// A cheap fuzz: mutations of real messages and random bytes must give a result or an
+    /// error, never a panic (cargo-fuzz runs the same entry points for longer).
+    #[test]
+    fn mutated_and_random_input_never_panics() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(3261);
+        let seeds =
+            [REGISTER.as_bytes(), b"SIP/2.0 200 OK\r\nv: a, b\r\nl: 3\r\n\r\nabc", b"INVITE sip:[::1] SIP/2.0\r\n\r\n"];
+        for round in 0..20_000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..rng.random_range(1..8) {
+                let at = rng.random_range(0..input.len().max(1));
+                match rng.random_range(0..4) {
+                    0 if !input.is_empty() => {
+                        let i = at.min(input.len() - 1);
+                        input[i] = rng.random();
+                    }
+                    1 => input.insert(
+                        at.min(input.len()),
+                        *b"\r\n:;,<>\"[@ \0".get(rng.random_range(0..13)).unwrap_or(&b'x'),
+                    ),
+                    2 if !input.is_empty() => {
+                        input.truncate(at);
+                    }
+                    _ => input.extend((0..rng.random_range(0..16)).map(|_| rng.random::<u8>())),
+                }
+            }
+            let _ = salvage_for_reply(&input);
+            let _ = framing::frame(&input, 1 << 16);
+            if let Ok(m) = Message::parse(Bytes::from(input), &Limits::default()) {
+                let _ = (m.cseq(), m.call_id(), m.max_forwards(), m.summary(), m.list(HeaderName::Via));
+                if let Some(v) = m.top_via_raw()
+                    && let Ok(via) = Via::parse(&v)
+                {
+                    let _ = via.stamped("192.0.2.1:5060".parse().unwrap());
+                }
+                for h in m.headers() {
+                    let value = m.value(h);
+                    let _ = NameAddr::parse(&value).map(|n| n.parse_uri());
+                }
+                let _ = m.request_uri().map(Uri::parse);
+                let _ = response::build(&m, &response::Reply::new(400));
+            }
+        }
+    }
+
     #[test]
     fn salvage_finds_reply_headers_in_broken_requests() {
-        let broken = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nbroken line\r\nCall-ID: x\r\n\r\n";
+        let broken =
+            b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nbroken line\r\nCall-ID: x\r\n\r\n";
         let found = salvage_for_reply(broken).unwrap();
         assert_eq!(found.len(), 2);
         assert!(salvage_for_reply(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").is_none());
         assert!(salvage_for_reply(b"\x00\x01binary").is_none());
+        // The blank line comes before the end of the first line's search window.
+        assert!(salvage_for_reply(b"A SIP/2.0\n\r\n\r\nVia: x\r\n").is_none());
     }
 }

@@ -5,12 +5,12 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
+use super::Message;
 use super::grammar;
 use super::header::HeaderName;
 use super::status::reason_phrase;
 use super::uri::NameAddr;
 use super::via::Via;
-use super::Message;
 
 /// What to answer with.
 #[derive(Debug, Clone, Default)]
@@ -34,11 +34,7 @@ impl Reply<'_> {
 
 /// The response to `request` as bytes ready to send.
 pub fn build(request: &Message, reply: &Reply<'_>) -> Vec<u8> {
-    let copied = request
-        .headers()
-        .iter()
-        .filter(|h| is_copied(h.name))
-        .map(|h| (h.name, request.value(h)));
+    let copied = request.headers().iter().filter(|h| is_copied(h.name)).map(|h| (h.name, request.value(h)));
     write_response(copied, reply)
 }
 
@@ -148,7 +144,9 @@ mod tests {
     #[test]
     fn existing_to_tag_is_kept_and_reason_cannot_inject_lines() {
         let req = Message::parse(
-            Bytes::from_static(b"BYE sip:h SIP/2.0\r\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bK2\r\nTo: <sip:b@h>;tag=old\r\n\r\n"),
+            Bytes::from_static(
+                b"BYE sip:h SIP/2.0\r\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bK2\r\nTo: <sip:b@h>;tag=old\r\n\r\n",
+            ),
             &Limits::default(),
         )
         .unwrap();

@@ -264,9 +264,7 @@ impl<'a> NameAddr<'a> {
 
     /// The value of a header parameter, quotes removed.
     pub fn param(&self, name: &str) -> Option<Option<Cow<'a, [u8]>>> {
-        self.params()
-            .find(|p| p.name.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|p| p.value.map(grammar::unquote))
+        self.params().find(|p| p.name.eq_ignore_ascii_case(name.as_bytes())).map(|p| p.value.map(grammar::unquote))
     }
 
     /// `tag` of From and To (§19.3).
@@ -330,7 +328,10 @@ mod tests {
 
     #[test]
     fn other_schemes_are_kept_and_bad_ones_refused() {
-        assert_eq!(Uri::parse(b"tel:+1-555-0100").unwrap(), Uri::Other { scheme: "tel".into(), rest: "+1-555-0100".into() });
+        assert_eq!(
+            Uri::parse(b"tel:+1-555-0100").unwrap(),
+            Uri::Other { scheme: "tel".into(), rest: "+1-555-0100".into() }
+        );
         assert!(Uri::parse(b"<sip:a@b>").is_err());
         assert!(Uri::parse(b"sip:a b@c").is_err());
         assert!(Uri::parse(b"nocolon").is_err());

@@ -1,0 +1,187 @@
+//! Connection transports: the accept loop shared by TCP, TLS, WS and WSS, and the
+//! Content-Length framed reader of TCP and TLS flows (RFC 3261 §18.3).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{CloseReason, Event, FlowCommands, FlowId, FlowSender, Shared, Source, TransportKind, WsPolicy, tls, ws};
+use crate::clock;
+use crate::message::framing::{self, Frame, FrameError, PONG};
+
+pub(super) struct Accept {
+    pub(super) kind: TransportKind,
+    pub(super) listener: TcpListener,
+    pub(super) tls: Option<tls::TlsAcceptor>,
+    pub(super) ws: Arc<WsPolicy>,
+    pub(super) shared: Shared,
+}
+
+impl Accept {
+    pub(super) async fn run(self) {
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = shutdown.changed() => return,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    tracing::warn!(kind = %self.kind, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let permit = match self.shared.gate.admit(remote.ip()) {
+                Ok(p) => p,
+                Err(refused) => {
+                    tracing::debug!(kind = %self.kind, %remote, ?refused, "connection refused by limits");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let local = tcp.local_addr().unwrap_or_else(|_| self.listener.local_addr().unwrap_or(remote));
+            let conn = Connection { kind: self.kind, local, remote, shared: self.shared.clone() };
+            let tls = self.tls.clone();
+            let policy = self.ws.clone();
+            tokio::spawn(async move {
+                conn.serve(tcp, tls, policy).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// One accepted connection before and after its handshakes.
+pub(super) struct Connection {
+    pub(super) kind: TransportKind,
+    pub(super) local: SocketAddr,
+    pub(super) remote: SocketAddr,
+    pub(super) shared: Shared,
+}
+
+impl Connection {
+    async fn serve(self, tcp: TcpStream, tls: Option<tls::TlsAcceptor>, policy: Arc<WsPolicy>) {
+        let handshake_timeout = self.shared.limits.handshake_timeout;
+        match (self.kind, tls) {
+            (TransportKind::Tcp, _) => self.run_framed(tcp).await,
+            (TransportKind::Ws, _) => ws::serve(self, tcp, &policy).await,
+            (TransportKind::Tls | TransportKind::Wss, Some(acceptor)) => {
+                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(kind = %self.kind, remote = %self.remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(kind = %self.kind, remote = %self.remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                if self.kind == TransportKind::Tls {
+                    self.run_framed(stream).await;
+                } else {
+                    ws::serve(self, stream, &policy).await;
+                }
+            }
+            (TransportKind::Tls | TransportKind::Wss, None) | (TransportKind::Udp, _) => {}
+        }
+    }
+
+    /// Announces the flow to the driver; `None` when the driver is gone.
+    pub(super) async fn open(&self) -> Option<(FlowId, FlowCommands)> {
+        let flow = self.shared.next_flow_id();
+        let (sender, commands) = FlowSender::channel();
+        let opened = Event::FlowOpened { flow, kind: self.kind, local: self.local, remote: self.remote, sender };
+        self.shared.events.send(opened).await.ok()?;
+        tracing::debug!(%flow, kind = %self.kind, remote = %self.remote, "flow opened");
+        Some((flow, commands))
+    }
+
+    pub(super) async fn deliver(&self, flow: FlowId, bytes: bytes::Bytes) -> bool {
+        let source = Source { kind: self.kind, local: self.local, remote: self.remote, flow: Some(flow) };
+        self.shared.events.send(Event::Received { source, bytes }).await.is_ok()
+    }
+
+    pub(super) async fn closed(&self, flow: FlowId, reason: CloseReason) {
+        tracing::debug!(%flow, kind = %self.kind, remote = %self.remote, %reason, "flow closed");
+        let _ = self.shared.events.send(Event::FlowClosed { flow, reason }).await;
+    }
+
+    async fn run_framed<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
+        let Some((flow, mut commands)) = self.open().await else { return };
+        let reason = self.pump(flow, stream, &mut commands).await;
+        self.closed(flow, reason).await;
+    }
+
+    async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        flow: FlowId,
+        stream: S,
+        commands: &mut FlowCommands,
+    ) -> CloseReason {
+        let limits = self.shared.limits.clone();
+        let mut shutdown = self.shared.shutdown.clone();
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut buf = BytesMut::with_capacity(4096);
+        let idle = tokio::time::sleep(limits.stream_idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            loop {
+                match framing::frame(&buf, limits.max_message_size) {
+                    Ok(Frame::KeepAlive(n)) => {
+                        buf.advance(n);
+                        if let Err(e) = writer.write_all(PONG).await {
+                            return CloseReason::Io(e.to_string());
+                        }
+                    }
+                    Ok(Frame::Skip(n)) => buf.advance(n),
+                    Ok(Frame::Message(n)) => {
+                        let message = buf.split_to(n).freeze();
+                        if !self.deliver(flow, message).await {
+                            return CloseReason::Shutdown;
+                        }
+                    }
+                    Err(FrameError::Incomplete) => break,
+                    Err(FrameError::TooLarge { .. }) => return CloseReason::TooLarge,
+                    Err(e) => return CloseReason::BadFraming(e.to_string()),
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => return CloseReason::PeerClosed,
+                    Ok(_) => {
+                        let deadline = clock::now() + limits.stream_idle_timeout;
+                        idle.as_mut().reset(tokio::time::Instant::from_std(deadline));
+                    }
+                    Err(e) => return CloseReason::Io(e.to_string()),
+                },
+                queued = commands.queue.recv() => match queued {
+                    Some(bytes) => {
+                        if let Err(e) = writer.write_all(&bytes).await {
+                            return CloseReason::Io(e.to_string());
+                        }
+                    }
+                    None => return CloseReason::Shutdown,
+                },
+                () = commands.close.notified() => {
+                    let _ = writer.shutdown().await;
+                    return CloseReason::Local;
+                }
+                () = &mut idle => return CloseReason::Idle,
+                _ = shutdown.changed() => {
+                    let _ = writer.shutdown().await;
+                    return CloseReason::Shutdown;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! UDP: one socket per listen address; every datagram is one message (RFC 3261 §18.1.1).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::UdpSocket;
+
+use super::{Event, Shared, Source, TransportKind};
+
+/// Largest datagram we read: the IPv4 UDP payload limit. Bigger SIP messages cannot
+/// arrive over UDP at all; `max_message_size` is enforced by the parser above.
+const MAX_DATAGRAM: usize = 65_507;
+
+pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::bind(addr).await
+}
+
+pub(super) async fn receive(socket: Arc<UdpSocket>, shared: Shared) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "UDP socket has no local address");
+            return;
+        }
+    };
+    let mut shutdown = shared.shutdown.clone();
+    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+    loop {
+        buf.clear();
+        buf.reserve(MAX_DATAGRAM);
+        let received = tokio::select! {
+            r = socket.recv_buf_from(&mut buf) => r,
+            _ = shutdown.changed() => return,
+        };
+        let remote = match received {
+            Ok((_, remote)) => remote,
+            // ICMP port unreachable from an earlier send surfaces here on some systems;
+            // it says nothing about this socket.
+            Err(e) => {
+                tracing::debug!(%local, error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let bytes: Bytes = buf.split().freeze();
+        if is_keepalive(&bytes) {
+            continue;
+        }
+        let source = Source { kind: TransportKind::Udp, local, remote, flow: None };
+        if shared.events.send(Event::Received { source, bytes }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A datagram of only line ends or NULs: the keep-alive some phones send over UDP.
+fn is_keepalive(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&c| c == b'\r' || c == b'\n' || c == 0)
+}
