@@ -149,7 +149,7 @@ impl Engine {
             Ok(m) => m,
             Err(error) => return self.on_unparseable(source, &bytes, error),
         };
-        tracing::debug!(from = %source.remote, transport = %source.kind, "recv {}", message.summary());
+        tracing::debug!(from = %source.remote, transport = %source.kind, flow = ?source.flow.map(|f| f.0), "recv {}", message.summary());
         tracing::trace!(from = %source.remote, "recv\n{}", String::from_utf8_lossy(message.as_bytes()));
         if !message.is_request() {
             // Responses belong to client transactions, which do not exist yet.
@@ -285,8 +285,8 @@ impl Engine {
         let bytes = Bytes::from(bytes);
         if tracing::enabled!(tracing::Level::DEBUG) {
             let first_line = bytes.split(|&c| c == b'\r').next().unwrap_or_default();
-            tracing::debug!(to = ?destination, "send {}", String::from_utf8_lossy(first_line));
-            tracing::trace!(to = ?destination, "send\n{}", String::from_utf8_lossy(&bytes));
+            tracing::debug!(to = %destination, "send {}", String::from_utf8_lossy(first_line));
+            tracing::trace!(to = %destination, "send\n{}", String::from_utf8_lossy(&bytes));
         }
         self.transmits.push_back(Transmit { destination, bytes });
     }

@@ -88,6 +88,15 @@ pub enum Destination {
     Datagram { local: SocketAddr, remote: SocketAddr },
 }
 
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flow(flow) => flow.fmt(f),
+            Self::Datagram { remote, .. } => write!(f, "udp:{remote}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     pub destination: Destination,
