@@ -142,9 +142,12 @@ fn certificate_source(config: &Config) -> tls::CertificateSource {
 pub fn run(config: Config) -> Result<(), AppError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AppError::Runtime)?;
     runtime.block_on(async {
+        // Handlers first: a signal that arrives while listeners bind still stops us
+        // gracefully instead of killing the process.
+        let stop = Signals::install()?;
         let server = Server::start(&config).await?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), domains = ?config.server.domains, "webtrunk started");
-        wait_for_signal().await?;
+        stop.wait().await;
         tracing::info!("shutting down");
         let stats = server.shutdown(config.server.shutdown_timeout).await;
         tracing::info!(received = stats.received, malformed = stats.malformed, sent = stats.responses_sent, "stopped");
@@ -152,19 +155,39 @@ pub fn run(config: Config) -> Result<(), AppError> {
     })
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> Result<(), AppError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+/// SIGTERM (systemd's stop) and SIGINT (Ctrl-C).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> Result<(), AppError> {
-    tokio::signal::ctrl_c().await.map_err(AppError::Signals)
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Result<Self, AppError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(AppError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(AppError::Signals)?,
+        })
+    }
+
+    #[cfg(unix)]
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Result<Self, AppError> {
+        Ok(Self {})
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

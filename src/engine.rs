@@ -18,6 +18,16 @@ use crate::message::response::{self, Reply};
 use crate::message::{self, HeaderName, Host, Message, Method, NameAddr, ParseError, Uri, Via};
 use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
 
+/// Headers whose grammar allows one value, so a second field is an error.
+const SINGLE_VALUED: [(HeaderName, &str); 6] = [
+    (HeaderName::CallId, "Call-ID"),
+    (HeaderName::From, "From"),
+    (HeaderName::To, "To"),
+    (HeaderName::CSeq, "CSeq"),
+    (HeaderName::MaxForwards, "Max-Forwards"),
+    (HeaderName::ContentType, "Content-Type"),
+];
+
 /// Methods the 200 to OPTIONS advertises; grows as the registrar and proxy land.
 pub const ALLOW: &str = "OPTIONS";
 
@@ -60,6 +70,8 @@ pub enum RequestError {
     Missing(&'static str),
     #[error("Malformed {0} Header")]
     Malformed(&'static str),
+    #[error("Multiple {0} Headers")]
+    Repeated(&'static str),
     #[error("CSeq Method Does Not Match Request")]
     CSeqMethod,
     #[error("Malformed Request-URI")]
@@ -79,7 +91,7 @@ impl RequestError {
         match self {
             Self::Parse(e) => e.status(),
             Self::Version => 505,
-            Self::Missing(_) | Self::Malformed(_) | Self::CSeqMethod | Self::RequestUri => 400,
+            Self::Missing(_) | Self::Malformed(_) | Self::Repeated(_) | Self::CSeqMethod | Self::RequestUri => 400,
             Self::UriScheme => 416,
             Self::Extension(_) => 420,
             Self::TooManyHops => 483,
@@ -194,8 +206,22 @@ impl Engine {
         if message.version() != (2, 0) {
             return Err(RequestError::Version);
         }
-        let via = message.top_via_raw().ok_or(RequestError::Missing("Via"))?;
-        Via::parse(&via).map_err(|_| RequestError::Malformed("Via"))?;
+        if message.header(HeaderName::Via).is_none() {
+            return Err(RequestError::Missing("Via"));
+        }
+        // Every Via must parse, not only ours to answer: a broken one further down would
+        // break the response path of whoever we forward to (RFC 4475 §3.1.2.1).
+        if message.has_empty_list_element(HeaderName::Via)
+            || message.list(HeaderName::Via).iter().any(|v| Via::parse(v).is_err())
+        {
+            return Err(RequestError::Malformed("Via"));
+        }
+        // Single-valued headers appear once (RFC 4475 §3.3.8).
+        for (name, label) in SINGLE_VALUED {
+            if message.headers_named(name).nth(1).is_some() {
+                return Err(RequestError::Repeated(label));
+            }
+        }
         for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
             let value = message.first_value(name).ok_or(RequestError::Missing(label))?;
             let addr = NameAddr::parse(&value).map_err(|_| RequestError::Malformed(label))?;
@@ -206,7 +232,10 @@ impl Engine {
             return Err(RequestError::Missing("CSeq"));
         }
         let (_, cseq_method) = message.cseq().ok_or(RequestError::Malformed("CSeq"))?;
-        if Some(&cseq_method) != message.method() {
+        // An extension method is not ours to judge: it is forwarded or refused with 501,
+        // which RFC 4475 §3.1.2.18 prefers at proxies for future-proofing.
+        let known = !matches!(message.method(), Some(Method::Extension(_)));
+        if known && Some(&cseq_method) != message.method() {
             return Err(RequestError::CSeqMethod);
         }
         if let Some(Err(())) = message.max_forwards() {
@@ -298,8 +327,12 @@ fn reply_destination(source: &Source, top_via: Option<&[u8]>) -> Option<Destinat
     if let Some(flow) = source.flow {
         return Some(Destination::Flow(flow));
     }
-    let via = Via::parse(top_via?).ok()?;
-    Some(Destination::Datagram { local: source.local, remote: via.response_address(source.remote) })
+    // A Via we cannot parse still says a request came: its 400 goes to the packet source.
+    let remote = match Via::parse(top_via?) {
+        Ok(via) => via.response_address(source.remote),
+        Err(_) => source.remote,
+    };
+    Some(Destination::Datagram { local: source.local, remote })
 }
 
 fn is_local_ip(ip: IpAddr, arrived_on: IpAddr) -> bool {
@@ -381,6 +414,13 @@ mod tests {
         let (_, text) = exchange(&mut e, udp_source(), &bad_cl).unwrap();
         assert!(text.starts_with("SIP/2.0 400 Body Shorter Than Content-Length\r\n"), "{text}");
         assert!(text.contains("Call-ID: c-1\r\n"));
+        let twice = request("OPTIONS", "sip:localhost", "Call-ID: c-2\r\n");
+        let (_, text) = exchange(&mut e, udp_source(), &twice).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 Multiple Call-ID Headers\r\n"), "{text}");
+        let empty_via = request("OPTIONS", "sip:localhost", "Via: SIP/2.0/UDP p;branch=z9hG4bK2,,\r\n");
+        let (dest, text) = exchange(&mut e, udp_source(), &empty_via).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 Malformed Via Header\r\n"), "{text}");
+        assert_eq!(dest, Destination::Datagram { local: udp_source().local, remote: udp_source().remote });
         let mismatch = request("OPTIONS", "sip:localhost", "").replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
         let (_, text) = exchange(&mut e, udp_source(), &mismatch).unwrap();
         assert!(text.starts_with("SIP/2.0 400 CSeq Method Does Not Match Request\r\n"), "{text}");

@@ -213,6 +213,48 @@ impl<'a> Iterator for Params<'a> {
     }
 }
 
+/// Whether a parameter list is `*( SEMI generic-param )` with no empty parameter
+/// (`;;` or a trailing `;`, RFC 4475 §3.1.2.1) and every name a token.
+pub(crate) fn params_well_formed(s: &[u8]) -> bool {
+    let mut rest = trim(s);
+    while !rest.is_empty() {
+        let Some(after) = rest.strip_prefix(b";") else { return false };
+        let after = trim_lws(after);
+        let end = param_end(after);
+        let param = trim(&after[..end]);
+        let name = match memchr::memchr(b'=', param) {
+            Some(eq) => trim(&param[..eq]),
+            None => param,
+        };
+        if name.is_empty() || !name.iter().all(|&c| is_token_char(c)) {
+            return false;
+        }
+        rest = &after[end..];
+    }
+    true
+}
+
+/// Whether a list header value has an empty element (`a,,b`, a trailing comma):
+/// `#element` lists of Via, Route and the like have none (RFC 4475 §3.1.2.1).
+pub(crate) fn has_empty_element(value: &[u8]) -> bool {
+    let mut rest = value;
+    loop {
+        let end = element_end(rest);
+        if trim(&rest[..end]).is_empty() {
+            return true;
+        }
+        match rest.get(end + 1..) {
+            Some(next) => rest = next,
+            None => return false,
+        }
+    }
+}
+
+fn trim_lws(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(s.len());
+    &s[start..]
+}
+
 fn param_end(s: &[u8]) -> usize {
     let mut in_quotes = false;
     let mut i = 0;
@@ -302,6 +344,19 @@ mod tests {
         assert_eq!(p[2], Param { name: b"ob", value: None });
         assert_eq!(p[3].value, Some(&b"60"[..]));
         assert_eq!(&*unquote(br#""a\"b""#), b"a\"b");
+    }
+
+    #[test]
+    fn empty_parameters_and_elements_are_seen() {
+        assert!(params_well_formed(b";branch=z9hG4bK1;rport"));
+        assert!(params_well_formed(b""));
+        assert!(params_well_formed(br#";a="x;y" ; b"#));
+        assert!(!params_well_formed(b";;"));
+        assert!(!params_well_formed(b";branch=1;"));
+        assert!(!params_well_formed(b";=1"));
+        assert!(has_empty_element(b"a, ,b"));
+        assert!(has_empty_element(b"a,"));
+        assert!(!has_empty_element(br#"<sip:a@b;x=1,2>, "c,d" <sip:e@f>"#));
     }
 
     #[test]

@@ -241,8 +241,11 @@ impl Message {
             }
             let line = &buf[pos..end];
             let (name, value_start) = grammar::header_name_colon(line).ok_or(ParseError::HeaderLine)?;
-            let value = grammar::trim(&line[value_start..]);
-            let value_start = pos + value_start;
+            let rest = &line[value_start..];
+            // A value may begin on a continuation line (`To :\r\n sip:..`): skip the fold too.
+            let lead = rest.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(rest.len());
+            let value = grammar::trim(rest);
+            let value_start = pos + value_start + lead;
             let header = Header {
                 name: HeaderName::from_bytes(name),
                 line: Span::new(pos, end),
@@ -383,6 +386,11 @@ impl Message {
             }
         }
         out
+    }
+
+    /// Whether any field of a list header has an empty element (`a,,b`).
+    pub fn has_empty_list_element(&self, name: HeaderName) -> bool {
+        self.headers_named(name).any(|h| grammar::has_empty_element(&self.value(h)))
     }
 
     /// The first element of the first Via field: the hop that sent this message.
@@ -547,6 +555,18 @@ mod tests {
         let subject = m.header(HeaderName::Subject).unwrap();
         assert_eq!(m.raw_line(subject), b"Subject: one\r\n  two\r\n\tthree");
         assert_eq!(m.call_id().as_deref(), Some(&b"c"[..]));
+    }
+
+    #[test]
+    fn value_starting_on_a_continuation_line_is_whole() {
+        let m = parse("OPTIONS sip:h SIP/2.0\r\nTO :\r\n sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n\r\nCall-ID: c\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            m.first_value(HeaderName::To).as_deref(),
+            Some(&b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n"[..])
+        );
+        let to = m.first_value(HeaderName::To).unwrap();
+        assert_eq!(NameAddr::parse(&to).unwrap().tag(), Some(&b"1918181833n"[..]));
     }
 
     #[test]

@@ -44,6 +44,9 @@ impl<'a> Via<'a> {
         let tail = &raw[sent_by_start..];
         let sent_by_len = tail.iter().position(|&c| c == b';' || c.is_ascii_whitespace()).unwrap_or(tail.len());
         let (host, port) = parse_hostport(&tail[..sent_by_len])?;
+        if !grammar::params_well_formed(&tail[sent_by_len..]) {
+            return Err(UriError::NameAddr);
+        }
         Ok(Self { transport: parts[2], host, port, raw, sent_by_end: sent_by_start + sent_by_len })
     }
 
@@ -136,6 +139,8 @@ mod tests {
         assert!(v.host.is_invalid_tld());
         assert!(Via::parse(b"SIP/2.0 192.0.2.2").is_err());
         assert!(Via::parse(b"XMPP/2.0/UDP 192.0.2.2").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;branch=z9hG4bK1;").is_err());
     }
 
     #[test]

@@ -157,7 +157,11 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             queued = commands.queue.recv() => {
-                let Some(bytes) = queued else { return CloseReason::Shutdown };
+                let Some(bytes) = queued else {
+                    // The driver is gone: we are shutting down, whichever signal came first.
+                    let _ = sink.send(close_frame(CloseCode::Away, "server shutting down")).await;
+                    return CloseReason::Shutdown;
+                };
                 let message = match String::from_utf8(bytes.to_vec()) {
                     Ok(text) => WsMessage::text(text),
                     Err(_) => WsMessage::Binary(bytes),
