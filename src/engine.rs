@@ -176,7 +176,7 @@ impl Engine {
         if message.method() == Some(&Method::Ack) {
             return;
         }
-        let outcome = self.validate(&message, &source).and_then(|()| self.route(&message, &source));
+        let outcome = validate(&message).and_then(|()| self.route(&message, &source));
         let (code, reason, extra) = match outcome {
             Ok(reply) => (reply.code, None, reply.headers),
             Err(error) => {
@@ -198,55 +198,6 @@ impl Engine {
         reply.headers.push(("Server", self.config.server_name.as_str().into()));
         let bytes = response::build(&message, &reply);
         self.send(destination, bytes);
-    }
-
-    /// RFC 3261 §8.2 and §16.3 checks every request passes before anything acts on it.
-    fn validate(&self, message: &Message, source: &Source) -> Result<(), RequestError> {
-        let _ = source;
-        if message.version() != (2, 0) {
-            return Err(RequestError::Version);
-        }
-        if message.header(HeaderName::Via).is_none() {
-            return Err(RequestError::Missing("Via"));
-        }
-        // Every Via must parse, not only ours to answer: a broken one further down would
-        // break the response path of whoever we forward to (RFC 4475 §3.1.2.1).
-        if message.has_empty_list_element(HeaderName::Via)
-            || message.list(HeaderName::Via).iter().any(|v| Via::parse(v).is_err())
-        {
-            return Err(RequestError::Malformed("Via"));
-        }
-        // Single-valued headers appear once (RFC 4475 §3.3.8).
-        for (name, label) in SINGLE_VALUED {
-            if message.headers_named(name).nth(1).is_some() {
-                return Err(RequestError::Repeated(label));
-            }
-        }
-        for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
-            let value = message.first_value(name).ok_or(RequestError::Missing(label))?;
-            let addr = NameAddr::parse(&value).map_err(|_| RequestError::Malformed(label))?;
-            addr.parse_uri().map_err(|_| RequestError::Malformed(label))?;
-        }
-        message.call_id().filter(|c| !c.is_empty()).ok_or(RequestError::Missing("Call-ID"))?;
-        if message.header(HeaderName::CSeq).is_none() {
-            return Err(RequestError::Missing("CSeq"));
-        }
-        let (_, cseq_method) = message.cseq().ok_or(RequestError::Malformed("CSeq"))?;
-        // An extension method is not ours to judge: it is forwarded or refused with 501,
-        // which RFC 4475 §3.1.2.18 prefers at proxies for future-proofing.
-        let known = !matches!(message.method(), Some(Method::Extension(_)));
-        if known && Some(&cseq_method) != message.method() {
-            return Err(RequestError::CSeqMethod);
-        }
-        if let Some(Err(())) = message.max_forwards() {
-            return Err(RequestError::Malformed("Max-Forwards"));
-        }
-        let uri = message.request_uri().ok_or(RequestError::RequestUri)?;
-        match Uri::parse(uri).map_err(|_| RequestError::RequestUri)? {
-            Uri::Sip(sip) if sip.headers.is_some() => Err(RequestError::RequestUri),
-            Uri::Sip(_) => Ok(()),
-            Uri::Other { .. } => Err(RequestError::UriScheme),
-        }
     }
 
     /// What to do with a valid request. Until the registrar and proxy exist, only OPTIONS
@@ -318,6 +269,54 @@ impl Engine {
             tracing::trace!(to = %destination, "send\n{}", String::from_utf8_lossy(&bytes));
         }
         self.transmits.push_back(Transmit { destination, bytes });
+    }
+}
+
+/// RFC 3261 §8.2 and §16.3 checks every request passes before anything acts on it.
+fn validate(message: &Message) -> Result<(), RequestError> {
+    if message.version() != (2, 0) {
+        return Err(RequestError::Version);
+    }
+    if message.header(HeaderName::Via).is_none() {
+        return Err(RequestError::Missing("Via"));
+    }
+    // Every Via must parse, not only ours to answer: a broken one further down would
+    // break the response path of whoever we forward to (RFC 4475 §3.1.2.1).
+    if message.has_empty_list_element(HeaderName::Via)
+        || message.list(HeaderName::Via).iter().any(|v| Via::parse(v).is_err())
+    {
+        return Err(RequestError::Malformed("Via"));
+    }
+    // Single-valued headers appear once (RFC 4475 §3.3.8).
+    for (name, label) in SINGLE_VALUED {
+        if message.headers_named(name).nth(1).is_some() {
+            return Err(RequestError::Repeated(label));
+        }
+    }
+    for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
+        let value = message.first_value(name).ok_or(RequestError::Missing(label))?;
+        let addr = NameAddr::parse(&value).map_err(|_| RequestError::Malformed(label))?;
+        addr.parse_uri().map_err(|_| RequestError::Malformed(label))?;
+    }
+    message.call_id().filter(|c| !c.is_empty()).ok_or(RequestError::Missing("Call-ID"))?;
+    if message.header(HeaderName::CSeq).is_none() {
+        return Err(RequestError::Missing("CSeq"));
+    }
+    let (_, cseq_method) = message.cseq().ok_or(RequestError::Malformed("CSeq"))?;
+    // An extension method is not ours to judge: it is forwarded or refused with 501,
+    // which RFC 4475 §3.1.2.18 prefers at proxies for future-proofing.
+    let known = !matches!(message.method(), Some(Method::Extension(_)));
+    if known && Some(&cseq_method) != message.method() {
+        return Err(RequestError::CSeqMethod);
+    }
+    if let Some(Err(())) = message.max_forwards() {
+        return Err(RequestError::Malformed("Max-Forwards"));
+    }
+    let uri = message.request_uri().ok_or(RequestError::RequestUri)?;
+    match Uri::parse(uri).map_err(|_| RequestError::RequestUri)? {
+        Uri::Sip(sip) if sip.headers.is_some() => Err(RequestError::RequestUri),
+        Uri::Sip(_) => Ok(()),
+        Uri::Other { .. } => Err(RequestError::UriScheme),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::net::UdpSocket;
 
 use super::{Event, Shared, Source, TransportKind};
@@ -25,16 +25,16 @@ pub(super) async fn receive(socket: Arc<UdpSocket>, shared: Shared) {
         }
     };
     let mut shutdown = shared.shutdown.clone();
-    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+    // One receive buffer, reused; each message gets a copy of just its bytes, so a small
+    // datagram never pins a 64 KiB allocation while the engine holds it.
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        buf.clear();
-        buf.reserve(MAX_DATAGRAM);
         let received = tokio::select! {
-            r = socket.recv_buf_from(&mut buf) => r,
+            r = socket.recv_from(&mut buf) => r,
             _ = shutdown.changed() => return,
         };
-        let remote = match received {
-            Ok((_, remote)) => remote,
+        let (len, remote) = match received {
+            Ok(pair) => pair,
             // ICMP port unreachable from an earlier send surfaces here on some systems;
             // it says nothing about this socket.
             Err(e) => {
@@ -42,11 +42,12 @@ pub(super) async fn receive(socket: Arc<UdpSocket>, shared: Shared) {
                 continue;
             }
         };
-        let bytes: Bytes = buf.split().freeze();
-        if is_keepalive(&bytes) {
+        let datagram = &buf[..len];
+        if is_keepalive(datagram) {
             continue;
         }
         let source = Source { kind: TransportKind::Udp, local, remote, flow: None };
+        let bytes = Bytes::copy_from_slice(datagram);
         if shared.events.send(Event::Received { source, bytes }).await.is_err() {
             return;
         }
