@@ -14,6 +14,7 @@
 //! transport tasks.
 
 pub mod app;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod driver;
