@@ -8,11 +8,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::auth::{AuthConfig, Users};
 use crate::clock::{self, Entropy};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::driver::{self, Transports};
-use crate::engine::{Engine, EngineConfig, Stats};
+use crate::engine::{Engine, EngineConfig, Stats, WallClock};
 use crate::message;
+use crate::registrar::RegistrarConfig;
 use crate::transport::{self, Gate, ListenSpec, TransportError, TransportKind, WsPolicy, tls};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum AppError {
     Runtime(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("users file: {}", .0.join("; "))]
+    Users(Vec<String>),
 }
 
 /// Transport events buffered between the socket tasks and the driver; when full, readers
@@ -38,6 +42,7 @@ pub struct Server {
     gate: Gate,
     shutdown: watch::Sender<bool>,
     driver: JoinHandle<Engine>,
+    bindings_file: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -73,18 +78,27 @@ impl Server {
         for (kind, addr) in &listeners.bound {
             tracing::info!(transport = %kind, %addr, "listening");
         }
-        let engine_config = EngineConfig {
-            domains: config.server.domains.clone(),
-            limits: message::Limits {
-                max_message_size: config.limits.max_message_size,
-                max_headers: config.limits.max_headers,
-            },
-            ..EngineConfig::default()
+        let users = match &config.registrar.users_file {
+            Some(path) => config::users::load(path).map_err(AppError::Users)?,
+            None => {
+                tracing::warn!("no registrar.users_file: nobody can register");
+                Users::default()
+            }
         };
-        let engine = Engine::new(engine_config, Entropy::from_os());
-        let transports = Transports { events: events_rx, udp_sockets: listeners.udp_sockets.clone() };
+        let now = clock::now();
+        let wall = WallClock { at: now, unix: clock::unix_time() };
+        let mut engine = Engine::new(engine_config(config), Entropy::from_os(), users, wall);
+        let bindings_file = config.registrar.persist_bindings.then(|| config.server.state_dir.join("bindings.json"));
+        if let Some(path) = &bindings_file {
+            restore_bindings(&mut engine, path);
+        }
+        let transports = Transports {
+            events: events_rx,
+            udp_sockets: listeners.udp_sockets.clone(),
+            bindings_file: bindings_file.clone(),
+        };
         let driver = tokio::spawn(driver::run(engine, transports, shutdown_rx));
-        Ok(Self { bound: listeners.bound, gate: listeners.gate, shutdown, driver })
+        Ok(Self { bound: listeners.bound, gate: listeners.gate, shutdown, driver, bindings_file })
     }
 
     pub fn bound(&self) -> &[(TransportKind, SocketAddr)] {
@@ -113,12 +127,65 @@ impl Server {
             tracing::warn!(connections = left, "shutdown grace time over; dropping the rest");
         }
         match self.driver.await {
-            Ok(engine) => engine.stats(),
+            Ok(engine) => {
+                if let Some(path) = &self.bindings_file {
+                    // The last word: whatever changed since the last timed write.
+                    if let Err(e) = driver::write_atomically(path, &engine.snapshot_bytes(clock::now())) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write bindings");
+                    }
+                }
+                engine.stats()
+            }
             Err(e) => {
                 tracing::error!(error = %e, "driver task failed");
                 Stats::default()
             }
         }
+    }
+}
+
+fn engine_config(config: &Config) -> EngineConfig {
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let registrar = &config.registrar;
+    EngineConfig {
+        domains: config.server.domains.clone(),
+        limits: message::Limits {
+            max_message_size: config.limits.max_message_size,
+            max_headers: config.limits.max_headers,
+        },
+        registrar: RegistrarConfig {
+            domains: config.server.domains.clone(),
+            default_expires: secs(registrar.default_expires),
+            min_expires: secs(registrar.min_expires),
+            max_expires: secs(registrar.max_expires),
+            max_contacts: registrar.max_contacts,
+        },
+        auth: AuthConfig {
+            realm: registrar.realm(&config.server).to_string(),
+            nonce_ttl: registrar.nonce_ttl,
+            max_failures: registrar.max_auth_failures,
+            failure_window: registrar.auth_failure_window,
+            block_time: registrar.auth_block_time,
+            ..AuthConfig::default()
+        },
+        ..EngineConfig::default()
+    }
+}
+
+/// Bindings of UDP/TCP devices from the last run. A missing file is a first start; an
+/// unreadable one is reported and left for the operator (it will be overwritten).
+fn restore_bindings(engine: &mut Engine, path: &std::path::Path) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read saved bindings");
+            return;
+        }
+    };
+    match engine.restore(clock::now(), &bytes) {
+        Ok(n) => tracing::info!(bindings = n, path = %path.display(), "restored bindings"),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "saved bindings are not readable; starting empty"),
     }
 }
 

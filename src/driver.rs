@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
@@ -18,6 +19,8 @@ use crate::transport::{Destination, Event, FlowId, FlowSender, Transmit};
 pub struct Transports {
     pub events: mpsc::Receiver<Event>,
     pub udp_sockets: Vec<Arc<UdpSocket>>,
+    /// Where the engine's binding snapshots are written; `None` keeps them in memory only.
+    pub bindings_file: Option<PathBuf>,
 }
 
 /// Runs until `shutdown` turns true or every transport is gone; returns the engine so
@@ -26,6 +29,9 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
     let udp: HashMap<SocketAddr, Arc<UdpSocket>> =
         transports.udp_sockets.iter().filter_map(|s| Some((s.local_addr().ok()?, s.clone()))).collect();
     let mut flows: HashMap<FlowId, FlowSender> = HashMap::new();
+    // One writer, so snapshots land in the order they were taken.
+    let (snapshots, snapshot_rx) = mpsc::channel::<Vec<u8>>(4);
+    let writer = transports.bindings_file.clone().map(|path| tokio::spawn(write_snapshots(path, snapshot_rx)));
     loop {
         let deadline = engine.poll_timeout();
         let timer = async {
@@ -56,8 +62,41 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
         while let Some(transmit) = engine.poll_transmit() {
             deliver(transmit, &flows, &udp).await;
         }
+        if let Some(snapshot) = engine.poll_snapshot()
+            && writer.is_some()
+        {
+            // A full queue means a write is slow; the next snapshot supersedes this one.
+            let _ = snapshots.try_send(snapshot);
+        }
+    }
+    drop(snapshots);
+    if let Some(writer) = writer {
+        let _ = writer.await;
     }
     engine
+}
+
+async fn write_snapshots(path: PathBuf, mut snapshots: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = snapshots.recv().await {
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&target, &bytes)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "cannot write bindings"),
+            Err(e) => tracing::warn!(error = %e, "bindings writer failed"),
+        }
+    }
+}
+
+/// Write to a temporary file and rename it over the old one, so a crash mid-write leaves
+/// the previous snapshot, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn deliver(transmit: Transmit, flows: &HashMap<FlowId, FlowSender>, udp: &HashMap<SocketAddr, Arc<UdpSocket>>) {

@@ -5,6 +5,7 @@
 //! L7  app, config, main   composition, TOML config, CLI, signals
 //! L6  driver              async loop: inputs in, transmits out, one timer
 //! L5  engine              the sans-IO whole: decides what to answer and where
+//! L3  registrar, auth     RFC 3261 §10 bindings and the location store; digest auth
 //! L2  transport           sockets: UDP, TCP, TLS, WS, WSS; framing; flows; limits
 //! L1  message, clock      SIP wire format; the only reader of time and randomness
 //! ```
@@ -20,4 +21,5 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod message;
+pub mod registrar;
 pub mod transport;

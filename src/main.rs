@@ -24,6 +24,29 @@ enum Command {
     },
     /// Check a configuration file; prints one line per problem and exits 1 if any.
     CheckConfig { file: PathBuf },
+    /// Manage entries of the users file.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Print a [[user]] entry with the digest hashes of NAME's password, for the users file.
+    /// The password is read from standard input unless --password is given.
+    Add {
+        name: String,
+        /// Digest realm; defaults to the one the configuration (or the built-in default) uses.
+        #[arg(long)]
+        realm: Option<String>,
+        /// Configuration file to take the realm from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The password (visible in the process list and shell history: prefer stdin).
+        #[arg(long)]
+        password: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,7 +54,43 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { config: None }) {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::User { action: UserAction::Add { name, realm, config, password } } => {
+            user_add(&name, realm, config.as_deref(), password)
+        }
     }
+}
+
+fn user_add(name: &str, realm: Option<String>, file: Option<&std::path::Path>, password: Option<String>) -> ExitCode {
+    let realm = match realm {
+        Some(r) => r,
+        None => match Config::load(file) {
+            Ok(c) => c.registrar.realm(&c.server).to_string(),
+            Err(e) => {
+                eprintln!("webtrunk: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let password = match password {
+        Some(p) => p,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("password for {name}@{realm}: ");
+            }
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("webtrunk: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if password.is_empty() {
+        eprintln!("webtrunk: empty password");
+        return ExitCode::FAILURE;
+    }
+    print!("{}", webtrunk::config::users::entry(name, &realm, &password));
+    ExitCode::SUCCESS
 }
 
 fn run(file: Option<PathBuf>) -> ExitCode {

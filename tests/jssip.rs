@@ -41,7 +41,7 @@ async fn jssip_in_node_gets_options_answered_over_ws_and_wss() {
     let ws = server.addr(TransportKind::Ws).unwrap();
     let (ok, out) = jssip_options(&format!("ws://127.0.0.1:{}", ws.port()), "sip:localhost").await;
     assert!(ok, "{out}");
-    assert!(out.contains("\"status\":200") && out.contains("\"allow\":\"OPTIONS\""), "{out}");
+    assert!(out.contains("\"status\":200") && out.contains("\"allow\":\"OPTIONS, REGISTER\""), "{out}");
 
     let wss = server.addr(TransportKind::Wss).unwrap();
     let (ok, out) = jssip_options(&format!("wss://localhost:{}/ws", wss.port()), "sip:127.0.0.1").await;

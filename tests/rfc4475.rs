@@ -139,7 +139,13 @@ impl Answer {
 }
 
 fn engine() -> Engine {
-    Engine::new(EngineConfig::default(), Entropy::seeded(4475))
+    let wall = webtrunk::engine::WallClock { at: clock::now(), unix: std::time::Duration::from_secs(1_800_000_000) };
+    // The RFC's messages are addressed to example.com: serve it, so REGISTERs reach the
+    // registrar instead of stopping at 403 Domain Not Served.
+    let mut config = EngineConfig::default();
+    config.domains.push("example.com".into());
+    config.registrar.domains.push("example.com".into());
+    Engine::new(config, Entropy::seeded(4475), webtrunk::auth::Users::default(), wall)
 }
 
 /// Feeds one fixture to a fresh engine and returns its answer; at most one is allowed.
@@ -176,6 +182,13 @@ fn assert_accepted(name: &str, source: Source, today: u16) -> Answer {
 fn assert_refused(name: &str, source: Source, status: u16) -> Answer {
     let a = must_answer(name, source);
     assert_eq!(a.status, status, "{name} must be refused with {status}:\n{}", a.text);
+    a
+}
+
+/// A valid REGISTER without credentials: 401 with our challenges, never 400.
+fn assert_challenged(name: &str, source: Source) -> Answer {
+    let a = assert_accepted(name, source, 401);
+    assert!(a.text.contains("WWW-Authenticate: Digest "), "{name}: 401 without a challenge:\n{}", a.text);
     a
 }
 
@@ -436,7 +449,8 @@ fn escnull_escaped_nulls_in_uris_are_well_formed() {
     assert_eq!(m.raw_name(cl), b"L");
     assert_eq!(content_length(&m), 0);
     // REGISTER is the registrar's; until it exists, 501 — never 400.
-    assert_accepted("escnull", udp(), 501);
+    // A well-formed REGISTER reaches the registrar, which authenticates first (§10.3 step 3).
+    assert_challenged("escnull", udp());
 }
 
 /// §3.1.1.5: "A parser should accept this message as well formed." % is no escape in a
@@ -563,7 +577,8 @@ fn dblreq_octets_after_the_body_are_ignored() {
     assert_eq!(m.cseq(), Some((8, Method::Register)));
 
     // Handled as the REGISTER alone: one answer, for the REGISTER's transaction.
-    let a = assert_accepted("dblreq", udp(), 501);
+    // A well-formed REGISTER reaches the registrar, which authenticates first (§10.3 step 3).
+    let a = assert_challenged("dblreq", udp());
     assert_eq!(a.header(HeaderName::CallId).as_deref(), Some(&b"dblreq.0ha0isndaksdj99sdfafnl3lk233412"[..]));
     assert_eq!(a.header(HeaderName::CSeq).as_deref(), Some(&b"8 REGISTER"[..]));
 }
@@ -799,19 +814,19 @@ fn baddate_invalid_time_zone_is_ignored_by_a_proxy() {
 }
 
 /// §3.1.2.13: Contact with an escaped header in addr-spec form. "It is reasonable ... to
-/// respond with a 400 Bad Request"; a liberal element may infer the brackets. The
-/// registrar decides; the parser shows what it needs (no brackets, a headers part). Today
-/// REGISTER is not handled (501).
+/// respond with a 400 Bad Request"; a liberal element may infer the brackets. We answer
+/// 400; the parser shows what the registrar needs (no brackets, a headers part).
 #[test]
-fn regbadct_contact_uri_with_headers_outside_brackets_is_visible_to_the_registrar() {
+fn regbadct_contact_uri_with_headers_outside_brackets_gets_400() {
     let m = parse("regbadct");
     let contact_value = value(&m, HeaderName::Contact);
     let contact = name_addr(&contact_value);
     assert_eq!(contact.display, None);
     assert!(!contact_value.starts_with(b"<"), "addr-spec form");
     assert_eq!(sip_uri(contact.uri).headers.as_deref(), Some("Route=%3Csip:sip.example.com%3E"));
-    // The registrar layer must turn this into 400 (or infer the brackets).
-    assert_accepted("regbadct", udp(), 501);
+    // The registrar refuses it before asking for credentials.
+    let a = assert_refused("regbadct", udp(), 400);
+    assert_eq!(a.reason, b"Contact URI With Headers Must Be In Angle Brackets");
 }
 
 /// §3.1.2.14: spaces inside `< >` of the To addr-spec. "Parsers receiving this request
@@ -951,7 +966,8 @@ fn unksm2_unknown_schemes_in_header_fields_parse() {
     assert_eq!(name_addr(&from).tag(), Some(&b"3234233"[..]));
     let contact = value(&m, HeaderName::Contact);
     assert!(matches!(name_addr(&contact).parse_uri(), Ok(Uri::Other { ref scheme, .. }) if scheme == "name"));
-    assert_accepted("unksm2", udp(), 501);
+    // A well-formed REGISTER reaches the registrar, which authenticates first (§10.3 step 3).
+    assert_challenged("unksm2", udp());
 }
 
 /// §3.3.5: "Any element receiving this request will respond with a 420 Bad Extension
@@ -989,7 +1005,8 @@ fn regaut01_unknown_authorization_scheme_is_kept_unmodified() {
     let auth = m.header(HeaderName::Authorization).unwrap();
     assert_eq!(m.raw_line(auth), b"Authorization: NoOneKnowsThisScheme opaque-data=here");
     assert_eq!(content_length(&m), 0, "`Content-Length:0` without a space");
-    assert_accepted("regaut01", tcp(), 501);
+    // A well-formed REGISTER reaches the registrar, which authenticates first (§10.3 step 3).
+    assert_challenged("regaut01", tcp());
 }
 
 /// §3.3.8: several Call-ID, To, From, Max-Forwards and CSeq values. "An element receiving
@@ -1047,7 +1064,8 @@ fn cparam01_param_after_addr_spec_contact_is_a_header_param() {
     assert_eq!(contact.uri, b"sip:+19725552222@gw1.example.net");
     assert_eq!(sip_uri(contact.uri).param("unknownparam"), None);
     assert_eq!(contact.param("unknownparam"), Some(None));
-    assert_accepted("cparam01", udp(), 501);
+    // A well-formed REGISTER reaches the registrar, which authenticates first (§10.3 step 3).
+    assert_challenged("cparam01", udp());
 }
 
 /// §3.3.13: `unknownparam` inside `< >` is a uri-parameter that a later fetch must return.
@@ -1059,7 +1077,8 @@ fn cparam02_param_inside_brackets_is_a_uri_param() {
     let contact = name_addr(&contact_value);
     assert_eq!(sip_uri(contact.uri).param("unknownparam"), Some(None));
     assert_eq!(contact.param("unknownparam"), None);
-    assert_accepted("cparam02", udp(), 501);
+    // A well-formed REGISTER reaches the registrar, which authenticates first (§10.3 step 3).
+    assert_challenged("cparam02", udp());
 }
 
 /// §3.3.14: a Contact URI with an escaped Route header. "The register should succeed, and
@@ -1073,7 +1092,8 @@ fn regescrt_escaped_header_in_contact_uri_is_kept() {
     let contact_value = value(&m, HeaderName::Contact);
     assert_eq!(sip_uri(name_addr(&contact_value).uri).headers.as_deref(), Some("Route=%3Csip:sip.example.com%3E"));
     assert_eq!(content_length(&m), 0, "`L:0`");
-    assert_accepted("regescrt", udp(), 501);
+    // A well-formed REGISTER reaches the registrar, which authenticates first (§10.3 step 3).
+    assert_challenged("regescrt", udp());
 }
 
 /// §3.3.15: Accept without application/sdp. The UAS "could respond with a 406 Not

@@ -71,6 +71,11 @@ pub enum ConfigError {
     /// Two stream listeners would bind the same TCP port.
     #[error("{place}: {addr} is also bound by `{other}`")]
     AddressTaken { place: Place, addr: SocketAddr, other: &'static str },
+    #[error("{place}: {max:?} is below registrar.min_expires ({min:?})")]
+    ExpiryOrder { place: Place, max: Duration, min: Duration },
+    /// A problem inside the users file the key names; `reason` starts with that file's name.
+    #[error("{place}: {reason}")]
+    Users { place: Place, reason: String },
     #[error("{place}: not a tracing filter: {reason}")]
     BadLogLevel { place: Place, reason: String },
 }

@@ -8,6 +8,7 @@
 
 mod error;
 mod layers;
+pub mod users;
 mod validate;
 
 use std::{
@@ -33,6 +34,7 @@ pub struct Config {
     pub tls: Tls,
     pub websocket: WebSocket,
     pub limits: Limits,
+    pub registrar: Registrar,
     pub log: Log,
     /// Which layer set each key, so that [`Config::validate`] can point at it.
     #[serde(skip)]
@@ -101,6 +103,39 @@ pub struct Limits {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Registrar {
+    /// TOML file of users (`[[user]]` with `name` and `ha1_md5`/`ha1_sha256` or `password`);
+    /// without one nobody can register.
+    pub users_file: Option<PathBuf>,
+    /// Digest realm; the first of `server.domains` when unset. HA1 hashes depend on it.
+    pub realm: Option<String>,
+    /// Granted when neither the Contact nor the request asks for an expiry.
+    #[serde(with = "humantime_serde")]
+    pub default_expires: Duration,
+    /// Shorter requests (other than 0) get 423 Interval Too Brief.
+    #[serde(with = "humantime_serde")]
+    pub min_expires: Duration,
+    /// Longer requests are granted this.
+    #[serde(with = "humantime_serde")]
+    pub max_expires: Duration,
+    /// Bindings per address-of-record (devices and browser tabs of one user).
+    pub max_contacts: usize,
+    /// How long a digest nonce is good for; after it the client retries with stale=true.
+    #[serde(with = "humantime_serde")]
+    pub nonce_ttl: Duration,
+    /// Failed authentications from one IP within `auth_failure_window` before it is
+    /// answered 503 for `auth_block_time`.
+    pub max_auth_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub auth_block_time: Duration,
+    /// Keep bindings of UDP/TCP/TLS devices in `state_dir` across restarts.
+    pub persist_bindings: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Log {
     /// A `tracing_subscriber::EnvFilter` directive such as `info` or `webtrunk=debug`.
     pub level: String,
@@ -164,6 +199,31 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             tcp_idle_timeout: Duration::from_secs(600),
         }
+    }
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Self {
+            users_file: None,
+            realm: None,
+            default_expires: Duration::from_secs(3600),
+            min_expires: Duration::from_secs(60),
+            max_expires: Duration::from_secs(3600),
+            max_contacts: 10,
+            nonce_ttl: Duration::from_secs(300),
+            max_auth_failures: 10,
+            auth_failure_window: Duration::from_secs(60),
+            auth_block_time: Duration::from_secs(60),
+            persist_bindings: true,
+        }
+    }
+}
+
+impl Registrar {
+    /// The digest realm in force.
+    pub fn realm<'a>(&'a self, server: &'a Server) -> &'a str {
+        self.realm.as_deref().or(server.domains.first().map(String::as_str)).unwrap_or("localhost")
     }
 }
 

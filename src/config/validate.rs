@@ -84,6 +84,41 @@ impl Config {
             }
         }
 
+        let registrar = &self.registrar;
+        for (key, duration) in [
+            ("registrar.min_expires", registrar.min_expires),
+            ("registrar.nonce_ttl", registrar.nonce_ttl),
+            ("registrar.auth_failure_window", registrar.auth_failure_window),
+        ] {
+            if duration.is_zero() {
+                problems.push(ConfigError::ZeroDuration { place: at(key) });
+            }
+        }
+        if registrar.max_expires < registrar.min_expires {
+            problems.push(ConfigError::ExpiryOrder {
+                place: at("registrar.max_expires"),
+                max: registrar.max_expires,
+                min: registrar.min_expires,
+            });
+        }
+        if registrar.max_contacts == 0 {
+            problems.push(ConfigError::OutOfRange {
+                place: at("registrar.max_contacts"),
+                value: 0,
+                min: 1,
+                max: usize::MAX,
+            });
+        }
+        if let Some(path) = &registrar.users_file {
+            problems.extend(
+                super::users::load(path)
+                    .err()
+                    .into_iter()
+                    .flatten()
+                    .map(|reason| ConfigError::Users { place: at("registrar.users_file"), reason }),
+            );
+        }
+
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(ConfigError::BadLogLevel { place: at("log.level"), reason: error.to_string() });
         }

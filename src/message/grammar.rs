@@ -271,7 +271,7 @@ fn param_end(s: &[u8]) -> usize {
 }
 
 /// Removes the quotes of a `quoted-string` and its `quoted-pair` escapes.
-pub(crate) fn unquote(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub fn unquote(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let Some(inner) = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")) else {
         return value.into();
     };

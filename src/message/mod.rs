@@ -24,10 +24,15 @@ use std::fmt;
 
 use bytes::Bytes;
 
-pub use grammar::Param;
+pub use grammar::{Param, unquote};
 pub use header::HeaderName;
 pub use uri::{Host, NameAddr, SipUri, Uri, UriError};
 pub use via::Via;
+
+/// The `;name[=value]` parameters of a URI or header parameter list, in order.
+pub fn uri_params(params: &str) -> impl Iterator<Item = Param<'_>> {
+    grammar::params(params.as_bytes())
+}
 
 /// Bounds on one message, checked while parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -221,6 +221,8 @@ pub struct NameAddr<'a> {
     pub uri: &'a [u8],
     /// Header parameters after the URI, e.g. `;tag=..`, `;expires=..`, `;+sip.instance=..`.
     pub params: &'a [u8],
+    /// The URI was in `<...>` (`name-addr`); an `addr-spec` cannot carry `?` headers.
+    pub bracketed: bool,
 }
 
 impl<'a> NameAddr<'a> {
@@ -245,6 +247,7 @@ impl<'a> NameAddr<'a> {
                 display: (!display.is_empty()).then_some(display),
                 uri: grammar::trim(&value[open + 1..close]),
                 params: &value[close + 1..],
+                bracketed: true,
             });
         }
         if quoted_end != 0 {
@@ -255,7 +258,7 @@ impl<'a> NameAddr<'a> {
         if uri.is_empty() || uri.iter().any(|&c| grammar::is_wsp(c)) {
             return Err(UriError::NameAddr);
         }
-        Ok(Self { display: None, uri, params: &value[split..] })
+        Ok(Self { display: None, uri, params: &value[split..], bracketed: false })
     }
 
     pub fn params(&self) -> impl Iterator<Item = Param<'a>> + 'a {

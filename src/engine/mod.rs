@@ -4,18 +4,27 @@
 //! a socket or reads the clock; the driver does both.
 //!
 //! What it answers today: OPTIONS addressed to the server (the keep-alive pings of
-//! browsers and trunks) with 200; requests it cannot parse or that break RFC 3261 with
-//! 400 and the reason; what later layers will handle with 501. ACK is never answered.
+//! browsers and trunks) with 200; REGISTER through digest auth and the registrar;
+//! requests it cannot parse or that break RFC 3261 with 400 and the reason; what later
+//! layers will handle with 501. ACK is never answered. Responses to UDP requests are
+//! kept for Timer J (64·T1) so a retransmitted request gets the same answer again
+//! instead of being processed twice (RFC 3261 §17.2.2).
 
+mod register;
+mod retransmit;
+
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::auth::{AuthConfig, Authenticator, Users};
 use crate::clock::Entropy;
 use crate::message::response::{self, Reply};
 use crate::message::{self, HeaderName, Host, Message, Method, NameAddr, ParseError, Uri, Via};
+use crate::registrar::{MemoryStore, RegisterError, Registrar, RegistrarConfig, Snapshot};
 use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
 
 /// Headers whose grammar allows one value, so a second field is an error.
@@ -28,8 +37,17 @@ const SINGLE_VALUED: [(HeaderName, &str); 6] = [
     (HeaderName::ContentType, "Content-Type"),
 ];
 
-/// Methods the 200 to OPTIONS advertises; grows as the registrar and proxy land.
-pub const ALLOW: &str = "OPTIONS";
+/// Methods the 200 to OPTIONS advertises; grows as the proxy lands.
+pub const ALLOW: &str = "OPTIONS, REGISTER";
+
+/// Option tags we implement (RFC 5626 outbound, RFC 3327 path).
+pub const SUPPORTED: &str = "outbound, path";
+
+/// Housekeeping (auth state, expired bindings) runs at least this often.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+
+/// Bindings are written at most this often, so a registration storm is one write.
+const PERSIST_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -38,6 +56,10 @@ pub struct EngineConfig {
     pub limits: message::Limits,
     /// Our product token for Server headers.
     pub server_name: String,
+    pub registrar: RegistrarConfig,
+    pub auth: AuthConfig,
+    /// RFC 3261 T1; Timer J is 64·T1.
+    pub t1: Duration,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +68,9 @@ impl Default for EngineConfig {
             domains: vec!["localhost".into()],
             limits: message::Limits::default(),
             server_name: format!("webtrunk/{}", env!("CARGO_PKG_VERSION")),
+            registrar: RegistrarConfig::default(),
+            auth: AuthConfig::default(),
+            t1: Duration::from_millis(500),
         }
     }
 }
@@ -84,6 +109,15 @@ pub enum RequestError {
     TooManyHops,
     #[error("Not Implemented")]
     NotImplemented,
+    /// No or wrong credentials: 401 with these WWW-Authenticate values.
+    #[error("Unauthorized")]
+    Challenge(Vec<String>),
+    #[error("Too Many Failed Authentications")]
+    Throttled { retry_after: Duration },
+    #[error("{0}")]
+    Credentials(&'static str),
+    #[error("{0}")]
+    Register(RegisterError),
 }
 
 impl RequestError {
@@ -96,6 +130,32 @@ impl RequestError {
             Self::Extension(_) => 420,
             Self::TooManyHops => 483,
             Self::NotImplemented => 501,
+            Self::Challenge(_) => 401,
+            Self::Throttled { .. } => 503,
+            Self::Credentials(_) => 400,
+            Self::Register(e) => e.status(),
+        }
+    }
+
+    /// The reason phrase: ours when it tells the client more than the standard one.
+    fn reason(&self) -> Option<String> {
+        match self {
+            Self::Register(e) if matches!(e.status(), 400 | 403) => Some(e.to_string()),
+            Self::Throttled { .. } => Some(self.to_string()),
+            _ if self.status() == 400 => Some(self.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Header fields the status needs (RFC 3261 §20: Unsupported with 420, Min-Expires
+    /// with 423, WWW-Authenticate with 401, Retry-After with 503).
+    fn headers(&self) -> Vec<(&'static str, Cow<'static, str>)> {
+        match self {
+            Self::Extension(tags) => vec![("Unsupported", tags.join(", ").into())],
+            Self::Challenge(values) => values.iter().map(|v| ("WWW-Authenticate", v.clone().into())).collect(),
+            Self::Throttled { retry_after } => vec![("Retry-After", retry_after.as_secs().max(1).to_string().into())],
+            Self::Register(RegisterError::IntervalTooBrief { min }) => vec![("Min-Expires", min.to_string().into())],
+            _ => Vec::new(),
         }
     }
 }
@@ -107,26 +167,67 @@ pub struct Stats {
     pub malformed: u64,
     pub responses_sent: u64,
     pub flows_open: u64,
+    pub retransmissions_absorbed: u64,
+    pub registrations: u64,
+    pub bindings: u64,
+}
+
+/// Wall-clock time tied to the monotonic clock at one instant, so the engine can say what
+/// time it is (nonces, Date headers) from the `now` it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    pub at: Instant,
+    pub unix: Duration,
+}
+
+impl WallClock {
+    fn unix(self, now: Instant) -> Duration {
+        self.unix + now.saturating_duration_since(self.at)
+    }
 }
 
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
     entropy: Entropy,
+    wall: WallClock,
     transmits: VecDeque<Transmit>,
     flows: HashMap<FlowId, (TransportKind, SocketAddr)>,
+    registrar: Registrar,
+    auth: Authenticator,
+    users: Users,
+    retransmits: retransmit::ResponseCache,
+    housekeeping_due: Instant,
+    persist_due: Option<Instant>,
+    snapshot: Option<Vec<u8>>,
     stats: Stats,
 }
 
 impl Engine {
-    pub fn new(config: EngineConfig, entropy: Entropy) -> Self {
-        Self { config, entropy, transmits: VecDeque::new(), flows: HashMap::new(), stats: Stats::default() }
+    /// `wall` ties `now` to wall-clock time; `users` may be empty (then nobody registers).
+    pub fn new(config: EngineConfig, mut entropy: Entropy, users: Users, wall: WallClock) -> Self {
+        let auth = Authenticator::new(config.auth.clone(), entropy.bytes::<32>());
+        let registrar = Registrar::new(config.registrar.clone(), Box::<MemoryStore>::default());
+        Self {
+            retransmits: retransmit::ResponseCache::new(config.t1 * 64),
+            config,
+            entropy,
+            wall,
+            transmits: VecDeque::new(),
+            flows: HashMap::new(),
+            registrar,
+            auth,
+            users,
+            housekeeping_due: wall.at + HOUSEKEEPING,
+            persist_due: None,
+            snapshot: None,
+            stats: Stats::default(),
+        }
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input) {
-        let _ = now;
         match input {
-            Input::Received { source, bytes } => self.on_received(source, bytes),
+            Input::Received { source, bytes } => self.on_received(now, source, bytes),
             Input::FlowOpened { flow, kind, remote } => {
                 self.flows.insert(flow, (kind, remote));
                 self.stats.flows_open = self.flows.len() as u64;
@@ -134,13 +235,29 @@ impl Engine {
             Input::FlowClosed { flow } => {
                 self.flows.remove(&flow);
                 self.stats.flows_open = self.flows.len() as u64;
+                let removed = self.registrar.flow_closed(flow);
+                if removed > 0 {
+                    tracing::debug!(%flow, bindings = removed, "flow closed; its bindings are gone");
+                }
+                self.bindings_changed(now);
             }
         }
     }
 
-    /// Fires due timers. There are none yet: transactions bring them.
+    /// Fires due timers: cached responses and expired bindings go, bindings are written.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
+        self.retransmits.expire(now);
+        if self.registrar.next_expiry().is_some_and(|at| at <= now) && self.registrar.sweep(now) > 0 {
+            self.bindings_changed(now);
+        }
+        if now >= self.housekeeping_due {
+            self.auth.sweep(now);
+            self.housekeeping_due = now + HOUSEKEEPING;
+        }
+        if self.persist_due.is_some_and(|at| at <= now) {
+            self.persist_due = None;
+            self.snapshot = Some(self.snapshot_bytes(now));
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -148,14 +265,54 @@ impl Engine {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        [Some(self.housekeeping_due), self.persist_due, self.retransmits.next_expiry(), self.registrar.next_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Bindings to write to the state file, when they changed (at most once a second).
+    pub fn poll_snapshot(&mut self) -> Option<Vec<u8>> {
+        self.snapshot.take()
+    }
+
+    /// The bindings that outlive the process, as the state file holds them.
+    pub fn snapshot_bytes(&self, now: Instant) -> Vec<u8> {
+        let snapshot = self.registrar.snapshot(now, self.wall.unix(now));
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_vec_pretty(&snapshot).unwrap_or_default()
+    }
+
+    /// Loads bindings an earlier run wrote; returns how many are back.
+    pub fn restore(&mut self, now: Instant, bytes: &[u8]) -> Result<usize, serde_json::Error> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)?;
+        let restored = self.registrar.restore(snapshot, now, self.wall.unix(now));
+        self.stats.bindings = self.registrar.bindings() as u64;
+        Ok(restored)
+    }
+
+    /// The live bindings of an address-of-record (`user@domain`).
+    pub fn lookup(&self, now: Instant, aor: &str) -> Vec<crate::registrar::Binding> {
+        self.registrar.lookup(aor, now)
+    }
+
+    /// Replaces the users (a reloaded users file).
+    pub fn set_users(&mut self, users: Users) {
+        self.users = users;
     }
 
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
-    fn on_received(&mut self, source: Source, bytes: Bytes) {
+    fn bindings_changed(&mut self, now: Instant) {
+        self.stats.bindings = self.registrar.bindings() as u64;
+        if self.persist_due.is_none() {
+            self.persist_due = Some(now + PERSIST_DELAY);
+        }
+    }
+
+    fn on_received(&mut self, now: Instant, source: Source, bytes: Bytes) {
         self.stats.received += 1;
         let message = match Message::parse(bytes.clone(), &self.config.limits) {
             Ok(m) => m,
@@ -176,18 +333,18 @@ impl Engine {
         if message.method() == Some(&Method::Ack) {
             return;
         }
-        let outcome = validate(&message).and_then(|()| self.route(&message, &source));
+        let cache_key = retransmit::key(&message, &source);
+        if let Some(key) = &cache_key
+            && let Some(cached) = self.retransmits.get(key)
+        {
+            self.stats.retransmissions_absorbed += 1;
+            self.transmits.push_back(cached);
+            return;
+        }
+        let outcome = validate(&message).and_then(|()| self.route(now, &message, &source));
         let (code, reason, extra) = match outcome {
             Ok(reply) => (reply.code, None, reply.headers),
-            Err(error) => {
-                let status = error.status();
-                let mut extra = Vec::new();
-                if let RequestError::Extension(unsupported) = &error {
-                    extra.push(("Unsupported", unsupported.join(", ").into()));
-                }
-                let reason = (status == 400).then(|| error.to_string());
-                (status, reason, extra)
-            }
+            Err(error) => (error.status(), error.reason(), error.headers()),
         };
         let tag = self.entropy.tag();
         let mut reply = Reply::new(code);
@@ -197,17 +354,23 @@ impl Engine {
         reply.headers = extra;
         reply.headers.push(("Server", self.config.server_name.as_str().into()));
         let bytes = response::build(&message, &reply);
-        self.send(destination, bytes);
+        let transmit = self.send(destination, bytes);
+        if let Some(key) = cache_key {
+            self.retransmits.insert(now, key, transmit);
+        }
     }
 
     /// What to do with a valid request. Until the registrar and proxy exist, only OPTIONS
     /// to the server itself is ours.
-    fn route(&self, message: &Message, source: &Source) -> Result<Reply<'static>, RequestError> {
+    fn route(&mut self, now: Instant, message: &Message, source: &Source) -> Result<Reply<'static>, RequestError> {
         // §16.3 step 5: we support no option tags yet, so any Proxy-Require is refused.
         let proxy_require: Vec<String> =
             message.list(HeaderName::ProxyRequire).iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
         if !proxy_require.is_empty() {
             return Err(RequestError::Extension(proxy_require));
+        }
+        if message.method() == Some(&Method::Register) {
+            return self.register(now, message, source);
         }
         let for_us = message.method() == Some(&Method::Options) && self.is_addressed_to_us(message, source);
         if !for_us {
@@ -225,6 +388,7 @@ impl Engine {
         let mut reply = Reply::new(200);
         reply.headers.push(("Allow", ALLOW.into()));
         reply.headers.push(("Accept", "application/sdp".into()));
+        reply.headers.push(("Supported", SUPPORTED.into()));
         Ok(reply)
     }
 
@@ -257,10 +421,10 @@ impl Engine {
             headers: vec![("Server", self.config.server_name.as_str().into())],
         };
         let bytes = response::build_salvaged(&fields, &reply);
-        self.send(destination, bytes);
+        let _ = self.send(destination, bytes);
     }
 
-    fn send(&mut self, destination: Destination, bytes: Vec<u8>) {
+    fn send(&mut self, destination: Destination, bytes: Vec<u8>) -> Transmit {
         self.stats.responses_sent += 1;
         let bytes = Bytes::from(bytes);
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -268,7 +432,9 @@ impl Engine {
             tracing::debug!(to = %destination, "send {}", String::from_utf8_lossy(first_line));
             tracing::trace!(to = %destination, "send\n{}", String::from_utf8_lossy(&bytes));
         }
-        self.transmits.push_back(Transmit { destination, bytes });
+        let transmit = Transmit { destination, bytes };
+        self.transmits.push_back(transmit.clone());
+        transmit
     }
 }
 
@@ -344,7 +510,8 @@ mod tests {
     use crate::clock;
 
     fn engine() -> Engine {
-        Engine::new(EngineConfig::default(), Entropy::seeded(1))
+        let wall = WallClock { at: clock::now(), unix: Duration::from_secs(1_800_000_000) };
+        Engine::new(EngineConfig::default(), Entropy::seeded(1), Users::default(), wall)
     }
 
     fn udp_source() -> Source {
@@ -364,9 +531,13 @@ mod tests {
         Some((t.destination, String::from_utf8(t.bytes.to_vec()).unwrap()))
     }
 
+    /// A request with a branch of its own, so the retransmission cache never mistakes one
+    /// test request for a repeat of another.
     fn request(method: &str, uri: &str, extra: &str) -> String {
+        static BRANCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let branch = BRANCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=z9hG4bKx1\r\nMax-Forwards: 70\r\n\
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=z9hG4bKx{branch}\r\nMax-Forwards: 70\r\n\
              From: <sip:probe@example.net>;tag=f1\r\nTo: <{uri}>\r\nCall-ID: c-1\r\nCSeq: 1 {method}\r\n{extra}\
              Content-Length: 0\r\n\r\n"
         )
@@ -377,7 +548,7 @@ mod tests {
         let mut e = engine();
         let (dest, text) = exchange(&mut e, udp_source(), &request("OPTIONS", "sip:localhost", "")).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
-        assert!(text.contains("Allow: OPTIONS\r\n"));
+        assert!(text.contains(&format!("Allow: {ALLOW}\r\n")));
         assert!(text.contains(";rport=40000"));
         assert!(text.contains("To: <sip:localhost>;tag="));
         assert_eq!(dest, Destination::Datagram { local: udp_source().local, remote: udp_source().remote });
@@ -450,8 +621,8 @@ mod tests {
         let mut e = engine();
         assert!(exchange(&mut e, udp_source(), "\u{1}\u{2}garbage").is_none());
         assert!(exchange(&mut e, udp_source(), "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n").is_none());
-        let no_via = request("OPTIONS", "sip:localhost", "")
-            .replace("Via: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=z9hG4bKx1\r\n", "");
+        let with_via = request("OPTIONS", "sip:localhost", "");
+        let no_via: String = with_via.split_inclusive("\r\n").filter(|l| !l.starts_with("Via:")).collect();
         assert!(exchange(&mut e, udp_source(), &no_via).is_none());
         assert_eq!(e.stats().malformed, 2);
     }

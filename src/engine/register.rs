@@ -1,0 +1,65 @@
+//! REGISTER: RFC 3261 §10.3 step 2 (authenticate) here, the rest in the registrar.
+
+use std::time::Instant;
+
+use super::{Engine, RequestError, SUPPORTED};
+use crate::auth::Verdict;
+use crate::message::response::Reply;
+use crate::message::{HeaderName, Message};
+use crate::transport::{Source, TransportKind};
+
+impl Engine {
+    pub(super) fn register(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        source: &Source,
+    ) -> Result<Reply<'static>, RequestError> {
+        // §10.3 step 1 and plain syntax come before asking for credentials: a client must
+        // not be made to authenticate a request that cannot succeed.
+        self.registrar.precheck(request).map_err(RequestError::Register)?;
+        let now_unix = self.wall.unix(now);
+        let credentials = request.first_value(HeaderName::Authorization);
+        let verdict = self.auth.verify(
+            now,
+            now_unix,
+            source.remote.ip(),
+            "REGISTER",
+            request.request_uri().unwrap_or_default(),
+            credentials.as_deref(),
+            &self.users,
+        );
+        let user = match verdict {
+            Verdict::Authenticated { username } => username,
+            Verdict::Challenge { stale } => {
+                // JsSIP and SIP.js read only the first challenge and know only MD5.
+                let browser = matches!(source.kind, TransportKind::Ws | TransportKind::Wss);
+                return Err(RequestError::Challenge(self.auth.challenges(now_unix, &mut self.entropy, stale, browser)));
+            }
+            Verdict::Throttled { retry_after } => {
+                tracing::info!(source = %source.remote.ip(), "authentication throttled after repeated failures");
+                return Err(RequestError::Throttled { retry_after });
+            }
+            Verdict::Malformed(reason) => return Err(RequestError::Credentials(reason)),
+        };
+        let registered = self.registrar.register(now, request, source, &user).map_err(RequestError::Register)?;
+        self.stats.registrations += 1;
+        self.bindings_changed(now);
+        tracing::debug!(aor = %registered.aor, bindings = registered.contacts.len(), flow = ?source.flow, "registered");
+
+        let mut reply = Reply::new(200);
+        for contact in registered.contacts {
+            reply.headers.push(("Contact", contact.into()));
+        }
+        if registered.require_outbound {
+            reply.headers.push(("Require", "outbound".into()));
+        }
+        for path in registered.path {
+            reply.headers.push(("Path", path.into()));
+        }
+        reply.headers.push(("Supported", SUPPORTED.into()));
+        let date = std::time::UNIX_EPOCH + now_unix;
+        reply.headers.push(("Date", httpdate::fmt_http_date(date).into()));
+        Ok(reply)
+    }
+}
