@@ -125,3 +125,26 @@ async fn sigterm_closes_websockets_with_1001_and_exits_0() {
 async fn sigint_stops_gracefully_too() {
     graceful_stop("INT", "sigint").await;
 }
+
+#[test]
+fn user_add_prints_hashes_that_load_as_a_users_file() {
+    use std::io::Write;
+    let mut child = webtrunk()
+        .args(["user", "add", "carol", "--realm", "sip.example.com"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let entry = String::from_utf8(out.stdout).unwrap();
+    assert!(!entry.contains("s3cret"), "the password is never printed: {entry}");
+    let md5 = webtrunk::auth::ha1(webtrunk::auth::Algorithm::Md5, "carol", "sip.example.com", "s3cret");
+    assert!(entry.contains(&format!("ha1_md5 = \"{md5}\"")), "{entry}");
+    let dir = common::state_dir("user-add");
+    let file = dir.join("users.toml");
+    std::fs::write(&file, &entry).unwrap();
+    let users = webtrunk::config::users::load(&file).unwrap();
+    assert!(users.contains("carol"));
+}
