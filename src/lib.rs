@@ -22,4 +22,5 @@ pub mod driver;
 pub mod engine;
 pub mod message;
 pub mod registrar;
+pub mod transaction;
 pub mod transport;
