@@ -11,6 +11,7 @@
 //! This module does no I/O and reads no clock. It is the only user of nom.
 
 pub mod digest;
+pub mod forward;
 pub mod framing;
 mod grammar;
 mod header;

@@ -1,0 +1,237 @@
+//! What a proxy changes when it forwards (RFC 3261 §16.6 and §16.7), and nothing else:
+//! every header it does not touch, and the body, keep their bytes.
+
+use super::{HeaderName, Message, StartLine, grammar};
+
+/// The changes to a request forwarded to one target (§16.6 steps 2 to 8).
+#[derive(Debug, Clone, Default)]
+pub struct RequestEdit {
+    /// The new Request-URI (the target), or `None` to keep it.
+    pub request_uri: Option<String>,
+    /// Our Via value, put on top (step 8).
+    pub via: String,
+    /// Max-Forwards to write: the received value less one, or 70 when there was none.
+    pub max_forwards: u8,
+    /// Route elements to remove from the top: ours (§16.4) or the one consumed by
+    /// strict-route handling.
+    pub pop_routes: usize,
+    /// Record-Route values to insert above any existing ones, in order (step 4).
+    pub record_route: Vec<String>,
+    /// Route values to put first after popping: a binding's Path or an outbound proxy.
+    pub push_routes: Vec<String>,
+}
+
+/// The forwarded request as bytes.
+pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
+    let bytes = &message.bytes[..];
+    let mut out = Vec::with_capacity(bytes.len() + 256);
+    let StartLine::Request { method, uri } = &message.start else {
+        return message.as_bytes().to_vec();
+    };
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    match &edit.request_uri {
+        Some(target) => push_clean(&mut out, target.as_bytes()),
+        None => out.extend_from_slice(&bytes[uri.range()]),
+    }
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    push_field(&mut out, "Via", &edit.via);
+
+    let mut to_pop = edit.pop_routes;
+    let mut routes_pushed = edit.push_routes.is_empty();
+    let mut record_routed = edit.record_route.is_empty();
+    let mut max_forwards_written = false;
+    for header in message.headers() {
+        match header.name {
+            HeaderName::MaxForwards => {
+                push_field(&mut out, "Max-Forwards", &edit.max_forwards.to_string());
+                max_forwards_written = true;
+            }
+            HeaderName::Route => {
+                if !routes_pushed {
+                    push_list(&mut out, "Route", &edit.push_routes);
+                    routes_pushed = true;
+                }
+                if to_pop == 0 {
+                    push_raw(&mut out, message.raw_line(header));
+                    continue;
+                }
+                let value = message.value(header);
+                let elements: Vec<&[u8]> = grammar::comma_elements(&value).collect();
+                let keep = elements.len().saturating_sub(to_pop);
+                to_pop -= elements.len() - keep;
+                if keep > 0 {
+                    let rest: Vec<String> = elements[elements.len() - keep..]
+                        .iter()
+                        .map(|e| String::from_utf8_lossy(e).into_owned())
+                        .collect();
+                    push_field(&mut out, "Route", &rest.join(", "));
+                }
+            }
+            HeaderName::RecordRoute => {
+                if !record_routed {
+                    push_list(&mut out, "Record-Route", &edit.record_route);
+                    record_routed = true;
+                }
+                push_raw(&mut out, message.raw_line(header));
+            }
+            HeaderName::ContentLength => {}
+            _ => push_raw(&mut out, message.raw_line(header)),
+        }
+    }
+    if !max_forwards_written {
+        push_field(&mut out, "Max-Forwards", &edit.max_forwards.to_string());
+    }
+    if !routes_pushed {
+        push_list(&mut out, "Route", &edit.push_routes);
+    }
+    if !record_routed {
+        push_list(&mut out, "Record-Route", &edit.record_route);
+    }
+    finish(&mut out, message.body());
+    out
+}
+
+/// A response to pass upstream: our Via (the top element) removed (§16.7 step 3).
+pub fn response(message: &Message) -> Vec<u8> {
+    let bytes = &message.bytes[..];
+    let mut out = Vec::with_capacity(bytes.len());
+    let first_header = message.headers().first().map_or(message.body.start as usize, |h| h.line.start as usize);
+    out.extend_from_slice(&bytes[..first_header]);
+    let mut popped = false;
+    for header in message.headers() {
+        match header.name {
+            HeaderName::Via if !popped => {
+                popped = true;
+                let value = message.value(header);
+                let rest: Vec<String> =
+                    grammar::comma_elements(&value).skip(1).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
+                if !rest.is_empty() {
+                    push_field(&mut out, "Via", &rest.join(", "));
+                }
+            }
+            HeaderName::ContentLength => {}
+            _ => push_raw(&mut out, message.raw_line(header)),
+        }
+    }
+    finish(&mut out, message.body());
+    out
+}
+
+fn finish(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+}
+
+fn push_raw(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(line);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    push_clean(out, value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_list(out: &mut Vec<u8>, name: &str, values: &[String]) {
+    for v in values {
+        push_field(out, name, v);
+    }
+}
+
+/// No CR or LF from a value we were handed may end a header early.
+fn push_clean(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend(bytes.iter().filter(|&&c| c != b'\r' && c != b'\n'));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Limits;
+    use bytes::Bytes;
+
+    fn parse(s: &str) -> Message {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()), &Limits::default()).unwrap()
+    }
+
+    const INVITE: &str = "INVITE sip:bob@localhost SIP/2.0\r\n\
+        Via: SIP/2.0/WSS a.invalid;branch=z9hG4bKa\r\n\
+        Route: <sip:proxy.localhost;lr>, <sip:next.example;lr>\r\n\
+        Max-Forwards: 69\r\n\
+        X-Odd :  keep me \r\n\
+        Record-Route: <sip:earlier.example;lr>\r\n\
+        Content-Type: application/sdp\r\n\
+        l: 5\r\n\r\nv=0\r\n";
+
+    #[test]
+    fn forwarded_request_changes_only_what_16_6_says() {
+        let m = parse(INVITE);
+        let edit = RequestEdit {
+            request_uri: Some("sip:bob@192.0.2.9:5060".into()),
+            via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours".into(),
+            max_forwards: 68,
+            pop_routes: 1,
+            record_route: vec!["<sip:ft1@127.0.0.1:5060;lr>".into(), "<sip:ft2@127.0.0.1:8080;transport=ws;lr>".into()],
+            push_routes: vec![],
+        };
+        let out = String::from_utf8(request(&m, &edit)).unwrap();
+        assert_eq!(
+            out,
+            "INVITE sip:bob@192.0.2.9:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours\r\n\
+             Via: SIP/2.0/WSS a.invalid;branch=z9hG4bKa\r\n\
+             Route: <sip:next.example;lr>\r\n\
+             Max-Forwards: 68\r\n\
+             X-Odd :  keep me \r\n\
+             Record-Route: <sip:ft1@127.0.0.1:5060;lr>\r\n\
+             Record-Route: <sip:ft2@127.0.0.1:8080;transport=ws;lr>\r\n\
+             Record-Route: <sip:earlier.example;lr>\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: 5\r\n\r\nv=0\r\n"
+        );
+        assert!(Message::parse(Bytes::from(out), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn missing_headers_are_added_and_paths_go_first() {
+        let m = parse("OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\nCall-ID: c\r\n\r\n");
+        let edit = RequestEdit {
+            via: "SIP/2.0/TCP us;branch=z9hG4bK2".into(),
+            max_forwards: 70,
+            push_routes: vec!["<sip:edge.example;lr>".into()],
+            ..RequestEdit::default()
+        };
+        let out = String::from_utf8(request(&m, &edit)).unwrap();
+        assert!(out.starts_with("OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/TCP us;branch=z9hG4bK2\r\n"), "{out}");
+        assert!(out.contains("Max-Forwards: 70\r\n") && out.contains("Route: <sip:edge.example;lr>\r\n"));
+        assert!(out.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn popping_routes_spans_fields() {
+        let m = parse("BYE sip:a@h SIP/2.0\r\nRoute: <sip:r1;lr>\r\nRoute: <sip:r2;lr>, <sip:r3;lr>\r\n\r\n");
+        let edit = RequestEdit { via: "v".into(), max_forwards: 9, pop_routes: 2, ..RequestEdit::default() };
+        let out = String::from_utf8(request(&m, &edit)).unwrap();
+        assert!(out.contains("Route: <sip:r3;lr>\r\n") && !out.contains("r1") && !out.contains("r2"), "{out}");
+    }
+
+    #[test]
+    fn forwarded_response_loses_only_our_via() {
+        let m = parse(
+            "SIP/2.0 180 Ringing\r\nv: SIP/2.0/UDP us;branch=z9hG4bKo, SIP/2.0/WS a.invalid;branch=z9hG4bKa\r\n\
+             To: <sip:b@h>;tag=1\r\nContent-Length: 0\r\n\r\n",
+        );
+        let out = String::from_utf8(response(&m)).unwrap();
+        assert_eq!(
+            out,
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/WS a.invalid;branch=z9hG4bKa\r\nTo: <sip:b@h>;tag=1\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = parse(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP us;branch=z9hG4bKo\r\nVia: SIP/2.0/UDP up;branch=z9hG4bKp\r\n\r\n",
+        );
+        let out = String::from_utf8(response(&m)).unwrap();
+        assert_eq!(out, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP up;branch=z9hG4bKp\r\nContent-Length: 0\r\n\r\n");
+    }
+}
