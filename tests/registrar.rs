@@ -139,9 +139,9 @@ async fn websocket_binding_dies_with_its_flow() {
     let mut first = ws_connect(ws_addr).await;
     let challenge = ws_exchange(&mut first, &register("WS", "tab1", 1, tab, None)).await;
     assert_eq!(status(&challenge), 401);
-    // Over WebSocket MD5 comes first: JsSIP and SIP.js read only the first challenge.
-    let first_challenge = challenge.lines().find(|l| l.starts_with("WWW-Authenticate:")).unwrap();
-    assert!(first_challenge.contains("algorithm=MD5"), "{challenge}");
+    // Over WebSocket MD5 comes last: JsSIP and SIP.js keep only the last challenge.
+    let last_challenge = challenge.lines().filter(|l| l.starts_with("WWW-Authenticate:")).last().unwrap();
+    assert!(last_challenge.contains("algorithm=MD5"), "{challenge}");
     let ok = ws_exchange(
         &mut first,
         &register("WS", "tab1", 2, tab, Some(&answer(&challenge, Algorithm::Md5, "alice-secret"))),

@@ -128,15 +128,16 @@ impl Authenticator {
     }
 
     /// Header values for WWW-Authenticate (or Proxy-Authenticate), one per algorithm in the
-    /// configured order, except that `prefer_md5` moves MD5 first (JsSIP and SIP.js read
-    /// only the first challenge and abort on anything but MD5); it adds nothing when MD5 is
-    /// not configured. All carry the same nonce. Each:
+    /// configured order, except that `prefer_md5` moves MD5 last: JsSIP 3.13 and SIP.js
+    /// 0.21 keep only the last WWW-Authenticate of a response (their parsers replace a
+    /// header on each occurrence) and abort on anything but MD5. It adds nothing when MD5
+    /// is not configured. All carry the same nonce. Each:
     /// `Digest realm="..", nonce="..", algorithm=MD5, qop="auth"` (+ `, stale=true`).
     pub fn challenges(&self, now_unix: Duration, entropy: &mut Entropy, stale: bool, prefer_md5: bool) -> Vec<String> {
         let nonce = self.key.mint(now_unix.as_secs(), entropy.bytes::<8>(), &self.config.realm);
         let mut algorithms = self.config.algorithms.clone();
         if prefer_md5 && let Some(at) = algorithms.iter().position(|&a| a == Algorithm::Md5) {
-            algorithms[..=at].rotate_right(1);
+            algorithms[at..].rotate_left(1);
         }
         let realm = quote(&self.config.realm);
         algorithms
@@ -257,7 +258,11 @@ impl Authenticator {
             let expires = deadline(now, self.config.nonce_ttl.saturating_sub(age).saturating_add(MAX_CLOCK_SKEW));
             match self.replay.check(nonce.id, nonce.issued, nc, expires) {
                 NonceCount::Fresh => {}
-                NonceCount::Replayed => return Check::Failure,
+                // The response was right, only its nc was used before: SIP.js re-sends the
+                // Authorization of its last REGISTER on every refresh. stale=true makes such a
+                // client compute a fresh one without asking its user; a replaying attacker
+                // cannot. No password was guessed, so it is not a failure either.
+                NonceCount::Replayed => return STALE_CHALLENGE,
                 NonceCount::Forgotten => return STALE_CHALLENGE,
             }
         }
@@ -268,7 +273,7 @@ impl Authenticator {
 /// The outcome of one check before throttling sees it.
 enum Check {
     Done(Verdict),
-    /// A wrong response, unknown user or replay: counts against the source.
+    /// A wrong response or unknown user: counts against the source.
     Failure,
 }
 
@@ -382,6 +387,7 @@ mod tests {
     }
 
     const FRESH: Verdict = Verdict::Challenge { stale: false };
+    const STALE: Verdict = Verdict::Challenge { stale: true };
 
     #[test]
     fn correct_response_with_transport_ws_uri_is_authenticated() {
@@ -508,14 +514,14 @@ mod tests {
         let c = h.challenge(Duration::ZERO, Algorithm::Sha256);
         let first = answer(&c, Algorithm::Sha256, "alice", "wonderland", 1);
         assert_eq!(h.verify(S, "192.0.2.1", RURI, Some(&first)), authenticated("alice"));
-        assert_eq!(h.verify(2 * S, "192.0.2.9", RURI, Some(&first)), FRESH, "the same nc again is a replay");
+        assert_eq!(h.verify(2 * S, "192.0.2.9", RURI, Some(&first)), STALE, "the same nc again is a replay");
         let second = answer(&c, Algorithm::Sha256, "alice", "wonderland", 2);
         assert_eq!(h.verify(3 * S, "192.0.2.1", RURI, Some(&second)), authenticated("alice"));
         let tenth = answer(&c, Algorithm::Sha256, "alice", "wonderland", 10);
         assert_eq!(h.verify(4 * S, "192.0.2.1", RURI, Some(&tenth)), authenticated("alice"));
-        assert_eq!(h.verify(5 * S, "192.0.2.1", RURI, Some(&second)), FRESH, "lower than the highest is a replay");
+        assert_eq!(h.verify(5 * S, "192.0.2.1", RURI, Some(&second)), STALE, "lower than the highest is a replay");
         assert!(h.auth.throttle.blocked(ip("192.0.2.9"), h.start + 5 * S).is_none());
-        assert_eq!(h.auth.throttle.len(), 2, "replays count as failures");
+        assert_eq!(h.auth.throttle.len(), 0, "a replay guessed no password: not a failure");
     }
 
     /// RFC 7616 §3.4.6: the digest-uri must be the Request-URI.
@@ -638,7 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn challenges_follow_configured_order_and_prefer_md5_moves_md5_first() {
+    fn challenges_follow_configured_order_and_prefer_md5_moves_md5_last() {
         let h = Harness::new(config());
         let mut e = Entropy::seeded(5);
         let first = |cs: &[String]| parse_challenge(cs[0].as_bytes()).unwrap().algorithm;
@@ -646,8 +652,16 @@ mod tests {
         assert_eq!(normal.len(), 2);
         assert_eq!(first(&normal).as_deref(), Some("SHA-256"));
         let jssip = h.auth.challenges(T0, &mut e, false, true);
-        assert_eq!(first(&jssip).as_deref(), Some("MD5"));
-        assert_eq!(parse_challenge(jssip[1].as_bytes()).unwrap().algorithm.as_deref(), Some("SHA-256"));
+        assert_eq!(first(&jssip).as_deref(), Some("SHA-256"));
+        assert_eq!(
+            parse_challenge(jssip[1].as_bytes()).unwrap().algorithm.as_deref(),
+            Some("MD5"),
+            "the last one counts"
+        );
+        let md5_first =
+            Authenticator::new(AuthConfig { algorithms: vec![Algorithm::Md5, Algorithm::Sha256], ..config() }, [0; 32]);
+        let cs = md5_first.challenges(T0, &mut e, false, true);
+        assert_eq!(parse_challenge(cs[1].as_bytes()).unwrap().algorithm.as_deref(), Some("MD5"));
         let only_sha = Authenticator::new(AuthConfig { algorithms: vec![Algorithm::Sha256], ..config() }, [0; 32]);
         let cs = only_sha.challenges(T0, &mut e, false, true);
         assert_eq!((cs.len(), first(&cs).as_deref()), (1, Some("SHA-256")), "prefer_md5 adds nothing");

@@ -32,7 +32,7 @@ impl Engine {
         let user = match verdict {
             Verdict::Authenticated { username } => username,
             Verdict::Challenge { stale } => {
-                // JsSIP and SIP.js read only the first challenge and know only MD5.
+                // JsSIP and SIP.js keep only the last challenge and know only MD5.
                 let browser = matches!(source.kind, TransportKind::Ws | TransportKind::Wss);
                 return Err(RequestError::Challenge(self.auth.challenges(now_unix, &mut self.entropy, stale, browser)));
             }

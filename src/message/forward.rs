@@ -118,6 +118,32 @@ pub fn response(message: &Message) -> Vec<u8> {
     out
 }
 
+/// The CANCEL for an INVITE we sent (§9.1): its Request-URI, top Via, Route, Call-ID,
+/// From, To and CSeq number, method CANCEL.
+pub fn cancel(invite: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"CANCEL ");
+    push_clean(&mut out, invite.request_uri().unwrap_or_default());
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    if let Some(via) = invite.top_via_raw() {
+        push_field(&mut out, "Via", &String::from_utf8_lossy(&via));
+    }
+    for route in invite.headers_named(HeaderName::Route) {
+        push_raw(&mut out, invite.raw_line(route));
+    }
+    out.extend_from_slice(b"Max-Forwards: 70\r\n");
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        if let Some(h) = invite.header(name) {
+            push_raw(&mut out, invite.raw_line(h));
+        }
+    }
+    if let Some((number, _)) = invite.cseq() {
+        push_field(&mut out, "CSeq", &format!("{number} CANCEL"));
+    }
+    finish(&mut out, b"");
+    out
+}
+
 fn finish(out: &mut Vec<u8>, body: &[u8]) {
     out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(body);
@@ -215,6 +241,22 @@ mod tests {
         let edit = RequestEdit { via: "v".into(), max_forwards: 9, pop_routes: 2, ..RequestEdit::default() };
         let out = String::from_utf8(request(&m, &edit)).unwrap();
         assert!(out.contains("Route: <sip:r3;lr>\r\n") && !out.contains("r1") && !out.contains("r2"), "{out}");
+    }
+
+    #[test]
+    fn cancel_copies_what_9_1_lists() {
+        let m = parse(
+            "INVITE sip:b@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP us;branch=z9hG4bKo\r\nVia: SIP/2.0/WS a.invalid\r\n\
+             Route: <sip:r;lr>\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\n\
+             Content-Type: application/sdp\r\nContent-Length: 3\r\n\r\nv=0",
+        );
+        let out = String::from_utf8(cancel(&m)).unwrap();
+        assert_eq!(
+            out,
+            "CANCEL sip:b@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP us;branch=z9hG4bKo\r\nRoute: <sip:r;lr>\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 7 CANCEL\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl Registrar {
             }
             let expires = expires.min(self.config.max_expires);
             let reg_id = contact.reg_id.filter(|_| outbound && contact.instance.is_some());
-            require_outbound |= reg_id.is_some();
+            require_outbound |= reg_id.is_some() && expires != 0;
             // RFC 5626 §6: an instance and reg-id name one flow, whatever the URI; else the URI.
             let existing = current.iter().position(|b| match (reg_id, &contact.instance) {
                 (Some(id), Some(instance)) => b.reg_id == Some(id) && b.instance.as_deref() == Some(instance.as_str()),
