@@ -140,7 +140,7 @@ async fn websocket_binding_dies_with_its_flow() {
     let challenge = ws_exchange(&mut first, &register("WS", "tab1", 1, tab, None)).await;
     assert_eq!(status(&challenge), 401);
     // Over WebSocket MD5 comes last: JsSIP and SIP.js keep only the last challenge.
-    let last_challenge = challenge.lines().filter(|l| l.starts_with("WWW-Authenticate:")).last().unwrap();
+    let last_challenge = challenge.lines().rfind(|l| l.starts_with("WWW-Authenticate:")).unwrap();
     assert!(last_challenge.contains("algorithm=MD5"), "{challenge}");
     let ok = ws_exchange(
         &mut first,
