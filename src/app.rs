@@ -87,7 +87,9 @@ impl Server {
         };
         let now = clock::now();
         let wall = WallClock { at: now, unix: clock::unix_time() };
-        let mut engine = Engine::new(engine_config(config), Entropy::from_os(), users, wall);
+        let mut engine_config = engine_config(config);
+        engine_config.listen = listeners.bound.clone();
+        let mut engine = Engine::new(engine_config, Entropy::from_os(), users, wall);
         let bindings_file = config.registrar.persist_bindings.then(|| config.server.state_dir.join("bindings.json"));
         if let Some(path) = &bindings_file {
             restore_bindings(&mut engine, path);
@@ -217,7 +219,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
         stop.wait().await;
         tracing::info!("shutting down");
         let stats = server.shutdown(config.server.shutdown_timeout).await;
-        tracing::info!(received = stats.received, malformed = stats.malformed, sent = stats.responses_sent, "stopped");
+        tracing::info!(received = stats.received, malformed = stats.malformed, sent = stats.sent, "stopped");
         Ok(())
     })
 }

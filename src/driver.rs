@@ -45,9 +45,9 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
                 let Some(event) = event else { break };
                 let input = match event {
                     Event::Received { source, bytes } => Input::Received { source, bytes },
-                    Event::FlowOpened { flow, kind, remote, sender, .. } => {
+                    Event::FlowOpened { flow, kind, local, remote, sender } => {
                         flows.insert(flow, sender);
-                        Input::FlowOpened { flow, kind, remote }
+                        Input::FlowOpened { flow, kind, local, remote }
                     }
                     Event::FlowClosed { flow, .. } => {
                         flows.remove(&flow);

@@ -5,7 +5,9 @@
 //! L7  app, config, main   composition, TOML config, CLI, signals
 //! L6  driver              async loop: inputs in, transmits out, one timer
 //! L5  engine              the sans-IO whole: decides what to answer and where
-//! L3  registrar, auth     RFC 3261 §10 bindings and the location store; digest auth
+//! L4  proxy               RFC 3261 §16: forking, response context, CANCEL, Record-Route
+//! L3  registrar, auth,    RFC 3261 §10 bindings and the location store; digest auth;
+//!     transaction         RFC 3261 §17 machines and timers
 //! L2  transport           sockets: UDP, TCP, TLS, WS, WSS; framing; flows; limits
 //! L1  message, clock      SIP wire format; the only reader of time and randomness
 //! ```
@@ -21,6 +23,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod message;
+pub mod proxy;
 pub mod registrar;
 pub mod transaction;
 pub mod transport;

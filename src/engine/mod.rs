@@ -11,7 +11,7 @@
 //! instead of being processed twice (RFC 3261 §17.2.2).
 
 mod register;
-mod retransmit;
+mod targets;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -24,7 +24,9 @@ use crate::auth::{AuthConfig, Authenticator, Users};
 use crate::clock::Entropy;
 use crate::message::response::{self, Reply};
 use crate::message::{self, HeaderName, Host, Message, Method, NameAddr, ParseError, Uri, Via};
+use crate::proxy::{Decision, LocalReply, Proxy, ProxyConfig, ProxyStats, RoutingPolicy};
 use crate::registrar::{MemoryStore, RegisterError, Registrar, RegistrarConfig, Snapshot};
+use crate::transaction::TimerConfig;
 use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
 
 /// Headers whose grammar allows one value, so a second field is an error.
@@ -58,8 +60,10 @@ pub struct EngineConfig {
     pub server_name: String,
     pub registrar: RegistrarConfig,
     pub auth: AuthConfig,
-    /// RFC 3261 T1; Timer J is 64·T1.
-    pub t1: Duration,
+    /// RFC 3261 T1, T2, T4.
+    pub timers: TimerConfig,
+    /// Our bound listeners (port 0 resolved): Via, Record-Route and own-route checks.
+    pub listen: Vec<(TransportKind, SocketAddr)>,
 }
 
 impl Default for EngineConfig {
@@ -70,7 +74,8 @@ impl Default for EngineConfig {
             server_name: format!("webtrunk/{}", env!("CARGO_PKG_VERSION")),
             registrar: RegistrarConfig::default(),
             auth: AuthConfig::default(),
-            t1: Duration::from_millis(500),
+            timers: TimerConfig::default(),
+            listen: Vec::new(),
         }
     }
 }
@@ -79,7 +84,7 @@ impl Default for EngineConfig {
 #[derive(Debug)]
 pub enum Input {
     Received { source: Source, bytes: Bytes },
-    FlowOpened { flow: FlowId, kind: TransportKind, remote: SocketAddr },
+    FlowOpened { flow: FlowId, kind: TransportKind, local: SocketAddr, remote: SocketAddr },
     FlowClosed { flow: FlowId },
 }
 
@@ -118,6 +123,17 @@ pub enum RequestError {
     Credentials(&'static str),
     #[error("{0}")]
     Register(RegisterError),
+    /// An initial request without valid Proxy-Authorization: 407 with these challenges.
+    #[error("Proxy Authentication Required")]
+    ProxyChallenge(Vec<String>),
+    #[error("Not Found")]
+    NotFound,
+    #[error("Temporarily Unavailable")]
+    Unavailable,
+    #[error("Relaying Not Allowed")]
+    Relaying,
+    #[error("From Does Not Match The Authenticated User")]
+    Impersonation,
 }
 
 impl RequestError {
@@ -134,13 +150,23 @@ impl RequestError {
             Self::Throttled { .. } => 503,
             Self::Credentials(_) => 400,
             Self::Register(e) => e.status(),
+            Self::ProxyChallenge(_) => 407,
+            Self::NotFound => 404,
+            Self::Unavailable => 480,
+            Self::Relaying | Self::Impersonation => 403,
         }
+    }
+
+    /// The local reply that answers this error.
+    pub fn into_reply(self) -> LocalReply {
+        LocalReply { code: self.status(), reason: self.reason(), headers: self.headers() }
     }
 
     /// The reason phrase: ours when it tells the client more than the standard one.
     fn reason(&self) -> Option<String> {
         match self {
             Self::Register(e) if matches!(e.status(), 400 | 403) => Some(e.to_string()),
+            Self::Relaying | Self::Impersonation => Some(self.to_string()),
             Self::Throttled { .. } => Some(self.to_string()),
             _ if self.status() == 400 => Some(self.to_string()),
             _ => None,
@@ -153,6 +179,7 @@ impl RequestError {
         match self {
             Self::Extension(tags) => vec![("Unsupported", tags.join(", ").into())],
             Self::Challenge(values) => values.iter().map(|v| ("WWW-Authenticate", v.clone().into())).collect(),
+            Self::ProxyChallenge(values) => values.iter().map(|v| ("Proxy-Authenticate", v.clone().into())).collect(),
             Self::Throttled { retry_after } => vec![("Retry-After", retry_after.as_secs().max(1).to_string().into())],
             Self::Register(RegisterError::IntervalTooBrief { min }) => vec![("Min-Expires", min.to_string().into())],
             _ => Vec::new(),
@@ -165,9 +192,8 @@ impl RequestError {
 pub struct Stats {
     pub received: u64,
     pub malformed: u64,
-    pub responses_sent: u64,
+    pub sent: u64,
     pub flows_open: u64,
-    pub retransmissions_absorbed: u64,
     pub registrations: u64,
     pub bindings: u64,
 }
@@ -188,15 +214,23 @@ impl WallClock {
 
 #[derive(Debug)]
 pub struct Engine {
+    proxy: Proxy,
+    local: Local,
+    /// Stateless answers to requests too broken for a transaction.
+    transmits: VecDeque<Transmit>,
+}
+
+/// Everything the engine decides besides proxying: the routing policy (users, registrar,
+/// flows), and the timers of the registrar.
+#[derive(Debug)]
+pub(crate) struct Local {
     config: EngineConfig,
     entropy: Entropy,
     wall: WallClock,
-    transmits: VecDeque<Transmit>,
-    flows: HashMap<FlowId, (TransportKind, SocketAddr)>,
+    flows: HashMap<FlowId, (TransportKind, SocketAddr, SocketAddr)>,
     registrar: Registrar,
     auth: Authenticator,
     users: Users,
-    retransmits: retransmit::ResponseCache,
     housekeeping_due: Instant,
     persist_due: Option<Instant>,
     snapshot: Option<Vec<u8>>,
@@ -208,12 +242,17 @@ impl Engine {
     pub fn new(config: EngineConfig, mut entropy: Entropy, users: Users, wall: WallClock) -> Self {
         let auth = Authenticator::new(config.auth.clone(), entropy.bytes::<32>());
         let registrar = Registrar::new(config.registrar.clone(), Box::<MemoryStore>::default());
-        Self {
-            retransmits: retransmit::ResponseCache::new(config.t1 * 64),
+        let proxy_config = ProxyConfig {
+            timers: config.timers,
+            listen: config.listen.clone(),
+            server_name: config.server_name.clone(),
+            ..ProxyConfig::default()
+        };
+        let proxy = Proxy::new(proxy_config, entropy.bytes::<32>());
+        let local = Local {
             config,
             entropy,
             wall,
-            transmits: VecDeque::new(),
             flows: HashMap::new(),
             registrar,
             auth,
@@ -222,50 +261,61 @@ impl Engine {
             persist_due: None,
             snapshot: None,
             stats: Stats::default(),
-        }
+        };
+        Self { proxy, local, transmits: VecDeque::new() }
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         match input {
             Input::Received { source, bytes } => self.on_received(now, source, bytes),
-            Input::FlowOpened { flow, kind, remote } => {
-                self.flows.insert(flow, (kind, remote));
-                self.stats.flows_open = self.flows.len() as u64;
+            Input::FlowOpened { flow, kind, local, remote } => {
+                self.local.flows.insert(flow, (kind, local, remote));
+                self.local.stats.flows_open = self.local.flows.len() as u64;
             }
             Input::FlowClosed { flow } => {
-                self.flows.remove(&flow);
-                self.stats.flows_open = self.flows.len() as u64;
-                let removed = self.registrar.flow_closed(flow);
+                self.local.flows.remove(&flow);
+                self.local.stats.flows_open = self.local.flows.len() as u64;
+                let removed = self.local.registrar.flow_closed(flow);
                 if removed > 0 {
                     tracing::debug!(%flow, bindings = removed, "flow closed; its bindings are gone");
                 }
-                self.bindings_changed(now);
+                self.local.bindings_changed(now);
+                self.proxy.flow_closed(now, flow, &mut self.local);
             }
         }
     }
 
-    /// Fires due timers: cached responses and expired bindings go, bindings are written.
+    /// Fires due timers: transactions, expired bindings, housekeeping, the bindings file.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.retransmits.expire(now);
-        if self.registrar.next_expiry().is_some_and(|at| at <= now) && self.registrar.sweep(now) > 0 {
-            self.bindings_changed(now);
+        self.proxy.handle_timeout(now, &mut self.local);
+        let local = &mut self.local;
+        if local.registrar.next_expiry().is_some_and(|at| at <= now) && local.registrar.sweep(now) > 0 {
+            local.bindings_changed(now);
         }
-        if now >= self.housekeeping_due {
-            self.auth.sweep(now);
-            self.housekeeping_due = now + HOUSEKEEPING;
+        if now >= local.housekeeping_due {
+            local.auth.sweep(now);
+            local.housekeeping_due = now + HOUSEKEEPING;
         }
-        if self.persist_due.is_some_and(|at| at <= now) {
-            self.persist_due = None;
-            self.snapshot = Some(self.snapshot_bytes(now));
+        if local.persist_due.is_some_and(|at| at <= now) {
+            local.persist_due = None;
+            local.snapshot = Some(local.snapshot_bytes(now));
         }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let transmit = self.transmits.pop_front().or_else(|| self.proxy.poll_transmit())?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let first_line = transmit.bytes.split(|&c| c == b'\r').next().unwrap_or_default();
+            tracing::debug!(to = %transmit.destination, "send {}", String::from_utf8_lossy(first_line));
+            tracing::trace!(to = %transmit.destination, "send\n{}", String::from_utf8_lossy(&transmit.bytes));
+        }
+        self.local.stats.sent += 1;
+        Some(transmit)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [Some(self.housekeeping_due), self.persist_due, self.retransmits.next_expiry(), self.registrar.next_expiry()]
+        let local = &self.local;
+        [Some(local.housekeeping_due), local.persist_due, local.registrar.next_expiry(), self.proxy.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -273,38 +323,97 @@ impl Engine {
 
     /// Bindings to write to the state file, when they changed (at most once a second).
     pub fn poll_snapshot(&mut self) -> Option<Vec<u8>> {
-        self.snapshot.take()
+        self.local.snapshot.take()
     }
 
     /// The bindings that outlive the process, as the state file holds them.
     pub fn snapshot_bytes(&self, now: Instant) -> Vec<u8> {
-        let snapshot = self.registrar.snapshot(now, self.wall.unix(now));
-        // Serializing plain structs of strings and numbers cannot fail.
-        serde_json::to_vec_pretty(&snapshot).unwrap_or_default()
+        self.local.snapshot_bytes(now)
     }
 
     /// Loads bindings an earlier run wrote; returns how many are back.
     pub fn restore(&mut self, now: Instant, bytes: &[u8]) -> Result<usize, serde_json::Error> {
         let snapshot: Snapshot = serde_json::from_slice(bytes)?;
-        let restored = self.registrar.restore(snapshot, now, self.wall.unix(now));
-        self.stats.bindings = self.registrar.bindings() as u64;
+        let restored = self.local.registrar.restore(snapshot, now, self.local.wall.unix(now));
+        self.local.stats.bindings = self.local.registrar.bindings() as u64;
         Ok(restored)
     }
 
     /// The live bindings of an address-of-record (`user@domain`).
     pub fn lookup(&self, now: Instant, aor: &str) -> Vec<crate::registrar::Binding> {
-        self.registrar.lookup(aor, now)
+        self.local.registrar.lookup(aor, now)
     }
 
     /// Replaces the users (a reloaded users file).
     pub fn set_users(&mut self, users: Users) {
-        self.users = users;
+        self.local.users = users;
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.local.stats
     }
 
+    pub fn proxy_stats(&self) -> ProxyStats {
+        self.proxy.stats()
+    }
+
+    fn on_received(&mut self, now: Instant, source: Source, bytes: Bytes) {
+        self.local.stats.received += 1;
+        let message = match Message::parse(bytes.clone(), &self.local.config.limits) {
+            Ok(m) => m,
+            Err(error) => return self.on_unparseable(source, &bytes, error),
+        };
+        tracing::debug!(from = %source.remote, transport = %source.kind, flow = ?source.flow.map(|f| f.0), "recv {}", message.summary());
+        tracing::trace!(from = %source.remote, "recv\n{}", String::from_utf8_lossy(message.as_bytes()));
+        if !message.is_request() {
+            return self.proxy.handle_response(now, message, &mut self.local);
+        }
+        if let Err(error) = validate(&message) {
+            self.local.stats.malformed += 1;
+            if message.method() == Some(&Method::Ack) {
+                return;
+            }
+            let Some(destination) = reply_destination(&source, message.top_via_raw().as_deref()) else {
+                tracing::debug!(from = %source.remote, "request without a usable Via dropped");
+                return;
+            };
+            let reply = error.into_reply();
+            let tag = self.local.entropy.tag();
+            let mut r = Reply::new(reply.code);
+            r.reason = reply.reason.as_deref();
+            r.to_tag = Some(&tag);
+            r.source = Some(source.remote);
+            r.headers = reply.headers;
+            r.headers.push(("Server", self.local.config.server_name.as_str().into()));
+            let bytes = response::build(&message, &r);
+            self.transmits.push_back(Transmit { destination, bytes: Bytes::from(bytes) });
+            return;
+        }
+        let message = message.with_stamped_via(source.remote);
+        self.proxy.handle_request(now, message, source, &mut self.local);
+    }
+
+    fn on_unparseable(&mut self, source: Source, bytes: &[u8], error: ParseError) {
+        self.local.stats.malformed += 1;
+        tracing::debug!(from = %source.remote, transport = %source.kind, %error, len = bytes.len(), "unparseable message");
+        let Some(fields) = message::salvage_for_reply(bytes) else { return };
+        let top_via = fields.iter().find(|(n, _)| *n == HeaderName::Via).map(|(_, v)| v.as_slice());
+        let Some(destination) = reply_destination(&source, top_via) else { return };
+        let tag = self.local.entropy.tag();
+        let reason = error.to_string();
+        let reply = Reply {
+            code: error.status(),
+            reason: Some(&reason),
+            to_tag: Some(&tag),
+            source: Some(source.remote),
+            headers: vec![("Server", self.local.config.server_name.as_str().into())],
+        };
+        let bytes = response::build_salvaged(&fields, &reply);
+        self.transmits.push_back(Transmit { destination, bytes: Bytes::from(bytes) });
+    }
+}
+
+impl Local {
     fn bindings_changed(&mut self, now: Instant) {
         self.stats.bindings = self.registrar.bindings() as u64;
         if self.persist_due.is_none() {
@@ -312,80 +421,21 @@ impl Engine {
         }
     }
 
-    fn on_received(&mut self, now: Instant, source: Source, bytes: Bytes) {
-        self.stats.received += 1;
-        let message = match Message::parse(bytes.clone(), &self.config.limits) {
-            Ok(m) => m,
-            Err(error) => return self.on_unparseable(source, &bytes, error),
-        };
-        tracing::debug!(from = %source.remote, transport = %source.kind, flow = ?source.flow.map(|f| f.0), "recv {}", message.summary());
-        tracing::trace!(from = %source.remote, "recv\n{}", String::from_utf8_lossy(message.as_bytes()));
-        if !message.is_request() {
-            // Responses belong to client transactions, which do not exist yet.
-            tracing::debug!(from = %source.remote, "stray response dropped: {}", message.summary());
-            return;
-        }
-        let Some(destination) = reply_destination(&source, message.top_via_raw().as_deref()) else {
-            self.stats.malformed += 1;
-            tracing::debug!(from = %source.remote, "request without a usable Via dropped");
-            return;
-        };
-        if message.method() == Some(&Method::Ack) {
-            return;
-        }
-        let cache_key = retransmit::key(&message, &source);
-        if let Some(key) = &cache_key
-            && let Some(cached) = self.retransmits.get(key)
-        {
-            self.stats.retransmissions_absorbed += 1;
-            self.transmits.push_back(cached);
-            return;
-        }
-        let outcome = validate(&message).and_then(|()| self.route(now, &message, &source));
-        let (code, reason, extra) = match outcome {
-            Ok(reply) => (reply.code, None, reply.headers),
-            Err(error) => (error.status(), error.reason(), error.headers()),
-        };
-        let tag = self.entropy.tag();
-        let mut reply = Reply::new(code);
-        reply.reason = reason.as_deref();
-        reply.to_tag = Some(&tag);
-        reply.source = Some(source.remote);
-        reply.headers = extra;
-        reply.headers.push(("Server", self.config.server_name.as_str().into()));
-        let bytes = response::build(&message, &reply);
-        let transmit = self.send(destination, bytes);
-        if let Some(key) = cache_key {
-            self.retransmits.insert(now, key, transmit);
-        }
+    fn snapshot_bytes(&self, now: Instant) -> Vec<u8> {
+        let snapshot = self.registrar.snapshot(now, self.wall.unix(now));
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_vec_pretty(&snapshot).unwrap_or_default()
     }
 
-    /// What to do with a valid request. Until the registrar and proxy exist, only OPTIONS
-    /// to the server itself is ours.
-    fn route(&mut self, now: Instant, message: &Message, source: &Source) -> Result<Reply<'static>, RequestError> {
-        // §16.3 step 5: we support no option tags yet, so any Proxy-Require is refused.
-        let proxy_require: Vec<String> =
-            message.list(HeaderName::ProxyRequire).iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
-        if !proxy_require.is_empty() {
-            return Err(RequestError::Extension(proxy_require));
-        }
-        if message.method() == Some(&Method::Register) {
-            return self.register(now, message, source);
-        }
-        let for_us = message.method() == Some(&Method::Options) && self.is_addressed_to_us(message, source);
-        if !for_us {
-            if message.max_forwards() == Some(Ok(0)) {
-                return Err(RequestError::TooManyHops);
-            }
-            return Err(RequestError::NotImplemented);
-        }
-        // As the UAS of this OPTIONS, §8.2.2.3: Require is ours to check too.
+    /// OPTIONS to the server itself (§11.2).
+    fn options(&self, message: &Message) -> Result<LocalReply, RequestError> {
+        // As the UAS of this OPTIONS, §8.2.2.3: Require is ours to check.
         let require: Vec<String> =
             message.list(HeaderName::Require).iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
         if !require.is_empty() {
             return Err(RequestError::Extension(require));
         }
-        let mut reply = Reply::new(200);
+        let mut reply = LocalReply::new(200);
         reply.headers.push(("Allow", ALLOW.into()));
         reply.headers.push(("Accept", "application/sdp".into()));
         reply.headers.push(("Supported", SUPPORTED.into()));
@@ -399,42 +449,38 @@ impl Engine {
         if uri.user.is_some() {
             return false;
         }
-        match &uri.host {
+        self.is_our_host(&uri.host, source)
+    }
+
+    fn is_our_host(&self, host: &Host, source: &Source) -> bool {
+        match host {
             Host::Name(name) => self.config.domains.iter().any(|d| d.eq_ignore_ascii_case(name)),
             Host::Ip(ip) => is_local_ip(*ip, source.local.ip()),
         }
     }
+}
 
-    fn on_unparseable(&mut self, source: Source, bytes: &[u8], error: ParseError) {
-        self.stats.malformed += 1;
-        tracing::debug!(from = %source.remote, transport = %source.kind, %error, len = bytes.len(), "unparseable message");
-        let Some(fields) = message::salvage_for_reply(bytes) else { return };
-        let top_via = fields.iter().find(|(n, _)| *n == HeaderName::Via).map(|(_, v)| v.as_slice());
-        let Some(destination) = reply_destination(&source, top_via) else { return };
-        let tag = self.entropy.tag();
-        let reason = error.to_string();
-        let reply = Reply {
-            code: error.status(),
-            reason: Some(&reason),
-            to_tag: Some(&tag),
-            source: Some(source.remote),
-            headers: vec![("Server", self.config.server_name.as_str().into())],
+impl RoutingPolicy for Local {
+    fn route(&mut self, now: Instant, request: &Message, source: &Source) -> Decision {
+        let for_us = self.is_addressed_to_us(request, source);
+        // §16.3 step 3: only an OPTIONS for the server itself may arrive with no hops left.
+        if request.max_forwards() == Some(Ok(0)) && !for_us {
+            return Decision::Reply(RequestError::TooManyHops.into_reply());
+        }
+        let outcome = match request.method() {
+            Some(Method::Register) => self.register(now, request, source).map(Decision::Reply),
+            Some(Method::Options) if for_us => self.options(request).map(Decision::Reply),
+            _ => self.targets(now, request, source).map(Decision::Forward),
         };
-        let bytes = response::build_salvaged(&fields, &reply);
-        let _ = self.send(destination, bytes);
+        outcome.unwrap_or_else(|error| Decision::Reply(error.into_reply()))
     }
 
-    fn send(&mut self, destination: Destination, bytes: Vec<u8>) -> Transmit {
-        self.stats.responses_sent += 1;
-        let bytes = Bytes::from(bytes);
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let first_line = bytes.split(|&c| c == b'\r').next().unwrap_or_default();
-            tracing::debug!(to = %destination, "send {}", String::from_utf8_lossy(first_line));
-            tracing::trace!(to = %destination, "send\n{}", String::from_utf8_lossy(&bytes));
-        }
-        let transmit = Transmit { destination, bytes };
-        self.transmits.push_back(transmit.clone());
-        transmit
+    fn resolve_flow(&self, flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)> {
+        self.flows.get(&flow).map(|(kind, local, _)| (flow, *kind, *local))
+    }
+
+    fn token(&mut self, len: usize) -> String {
+        self.entropy.token(len)
     }
 }
 
@@ -523,16 +569,24 @@ mod tests {
         }
     }
 
+    /// Feeds one request and returns the final answer (a 100 Trying before it is skipped).
     fn exchange(engine: &mut Engine, source: Source, request: &str) -> Option<(Destination, String)> {
         engine
             .handle_input(clock::now(), Input::Received { source, bytes: Bytes::copy_from_slice(request.as_bytes()) });
-        let t = engine.poll_transmit()?;
-        assert!(engine.poll_transmit().is_none());
-        Some((t.destination, String::from_utf8(t.bytes.to_vec()).unwrap()))
+        let mut last = None;
+        while let Some(t) = engine.poll_transmit() {
+            let text = String::from_utf8(t.bytes.to_vec()).unwrap();
+            if text.starts_with("SIP/2.0 100 ") {
+                continue;
+            }
+            assert!(last.is_none(), "more than one final answer: {text}");
+            last = Some((t.destination, text));
+        }
+        last
     }
 
-    /// A request with a branch of its own, so the retransmission cache never mistakes one
-    /// test request for a repeat of another.
+    /// A request with a branch of its own, so no server transaction mistakes one test
+    /// request for a repeat of another.
     fn request(method: &str, uri: &str, extra: &str) -> String {
         static BRANCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let branch = BRANCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -560,12 +614,15 @@ mod tests {
     }
 
     #[test]
-    fn options_to_a_user_or_other_methods_are_not_implemented_yet() {
+    fn requests_for_users_need_proxy_authentication_and_others_are_refused() {
         let mut e = engine();
         let (_, text) = exchange(&mut e, udp_source(), &request("OPTIONS", "sip:alice@localhost", "")).unwrap();
-        assert!(text.starts_with("SIP/2.0 501 Not Implemented\r\n"), "{text}");
+        assert!(text.starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"), "{text}");
+        assert!(text.contains("Proxy-Authenticate: Digest "), "{text}");
         let (_, text) = exchange(&mut e, udp_source(), &request("NEWMETHOD", "sip:localhost", "")).unwrap();
-        assert!(text.starts_with("SIP/2.0 501 "), "{text}");
+        assert!(text.starts_with("SIP/2.0 404 "), "{text}");
+        let (_, text) = exchange(&mut e, udp_source(), &request("MESSAGE", "sip:bob@example.com", "")).unwrap();
+        assert!(text.starts_with("SIP/2.0 403 Relaying Not Allowed\r\n"), "{text}");
     }
 
     #[test]
@@ -631,8 +688,14 @@ mod tests {
     fn flows_are_counted() {
         let mut e = engine();
         let remote = "127.0.0.1:1".parse().unwrap();
-        e.handle_input(clock::now(), Input::FlowOpened { flow: FlowId(1), kind: TransportKind::Ws, remote });
-        e.handle_input(clock::now(), Input::FlowOpened { flow: FlowId(2), kind: TransportKind::Tcp, remote });
+        e.handle_input(
+            clock::now(),
+            Input::FlowOpened { flow: FlowId(1), kind: TransportKind::Ws, local: remote, remote },
+        );
+        e.handle_input(
+            clock::now(),
+            Input::FlowOpened { flow: FlowId(2), kind: TransportKind::Tcp, local: remote, remote },
+        );
         e.handle_input(clock::now(), Input::FlowClosed { flow: FlowId(1) });
         assert_eq!(e.stats().flows_open, 1);
     }

@@ -2,19 +2,19 @@
 
 use std::time::Instant;
 
-use super::{Engine, RequestError, SUPPORTED};
+use super::{Local, RequestError, SUPPORTED};
 use crate::auth::Verdict;
-use crate::message::response::Reply;
 use crate::message::{HeaderName, Message};
+use crate::proxy::LocalReply;
 use crate::transport::{Source, TransportKind};
 
-impl Engine {
+impl Local {
     pub(super) fn register(
         &mut self,
         now: Instant,
         request: &Message,
         source: &Source,
-    ) -> Result<Reply<'static>, RequestError> {
+    ) -> Result<LocalReply, RequestError> {
         // §10.3 step 1 and plain syntax come before asking for credentials: a client must
         // not be made to authenticate a request that cannot succeed.
         self.registrar.precheck(request).map_err(RequestError::Register)?;
@@ -47,7 +47,7 @@ impl Engine {
         self.bindings_changed(now);
         tracing::debug!(aor = %registered.aor, bindings = registered.contacts.len(), flow = ?source.flow, "registered");
 
-        let mut reply = Reply::new(200);
+        let mut reply = LocalReply::new(200);
         for contact in registered.contacts {
             reply.headers.push(("Contact", contact.into()));
         }

@@ -400,6 +400,35 @@ impl Message {
         self.headers_named(name).any(|h| grammar::has_empty_element(&self.value(h)))
     }
 
+    /// The message with its top Via stamped with `received`/`rport` for `source` (RFC
+    /// 3261 §18.2.1, RFC 3581 §4), so that everything after (local replies, forwarded
+    /// copies, the responses that come back) carries it. Unchanged when the Via cannot be
+    /// read or needs nothing.
+    pub fn with_stamped_via(self, source: std::net::SocketAddr) -> Self {
+        let Some(h) = self.header(HeaderName::Via).copied() else { return self };
+        let value = self.value(&h).into_owned();
+        let mut elements = grammar::comma_elements(&value);
+        let Some(top) = elements.next() else { return self };
+        let Ok(via) = Via::parse(top) else { return self };
+        let stamped = via.stamped(source);
+        if stamped == top {
+            return self;
+        }
+        let mut out = Vec::with_capacity(self.bytes.len() + 48);
+        out.extend_from_slice(&self.bytes[..h.line.start as usize]);
+        out.extend_from_slice(b"Via: ");
+        out.extend_from_slice(&stamped);
+        for rest in elements {
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(rest);
+        }
+        out.extend_from_slice(&self.bytes[h.line.end as usize..self.body.end as usize]);
+        let limits = Limits { max_message_size: usize::MAX, max_headers: usize::MAX };
+        // The bytes are the parsed message with one header value replaced by a valid one.
+        let original = self.clone();
+        Self::parse(Bytes::from(out), &limits).unwrap_or(original)
+    }
+
     /// The first element of the first Via field: the hop that sent this message.
     pub fn top_via_raw(&self) -> Option<Cow<'_, [u8]>> {
         let h = self.header(HeaderName::Via)?;
@@ -574,6 +603,17 @@ mod tests {
         );
         let to = m.first_value(HeaderName::To).unwrap();
         assert_eq!(NameAddr::parse(&to).unwrap().tag(), Some(&b"1918181833n"[..]));
+    }
+
+    #[test]
+    fn stamping_the_top_via_keeps_the_rest_of_the_message() {
+        let m = parse("OPTIONS sip:h SIP/2.0\r\nv: SIP/2.0/WS a.invalid;branch=z9hG4bK1, SIP/2.0/UDP p\r\nCall-ID: c\r\nl: 2\r\n\r\nhi").unwrap();
+        let m = m.with_stamped_via("192.0.2.1:5555".parse().unwrap());
+        assert_eq!(
+            m.as_bytes(),
+            b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/WS a.invalid;branch=z9hG4bK1;received=192.0.2.1, SIP/2.0/UDP p\r\nCall-ID: c\r\nl: 2\r\n\r\nhi"
+        );
+        assert_eq!(m.body(), b"hi");
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! Who an initial request is for: our users' registered contacts, after the caller
+//! proved who they are (Proxy-Authorization, RFC 3261 §22.3).
+
+use std::time::Instant;
+
+use super::{Local, RequestError};
+use crate::auth::Verdict;
+use crate::message::{HeaderName, Host, Message, NameAddr, Uri};
+use crate::proxy::Target;
+use crate::transport::{Destination, Source, TransportKind};
+
+impl Local {
+    pub(super) fn targets(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        source: &Source,
+    ) -> Result<Vec<Target>, RequestError> {
+        let Some(Ok(Uri::Sip(ruri))) = request.request_uri().map(Uri::parse) else {
+            return Err(RequestError::RequestUri);
+        };
+        if !self.is_our_host(&ruri.host, source) {
+            // Trunks (outbound routes) are a later layer; until then we relay for nobody.
+            return Err(RequestError::Relaying);
+        }
+        let Some(user) = ruri.user.clone() else { return Err(RequestError::NotFound) };
+        self.authenticate_caller(now, request, source)?;
+
+        let domain = match &ruri.host {
+            Host::Name(name) => name.clone(),
+            Host::Ip(_) => self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into()),
+        };
+        let aor = format!("{user}@{domain}");
+        let bindings = self.registrar.lookup(&aor, now);
+        if bindings.is_empty() {
+            return Err(if self.users.contains(&user) { RequestError::Unavailable } else { RequestError::NotFound });
+        }
+        let targets: Vec<Target> = bindings
+            .into_iter()
+            .filter_map(|b| {
+                let (destination, kind, local, flow) = match b.flow.and_then(|f| self.flows.get(&f).map(|v| (f, *v))) {
+                    Some((flow, (kind, local, _))) => (Destination::Flow(flow), kind, local, Some(flow)),
+                    // A UDP device is reached where its REGISTER came from (RFC 3581).
+                    None if b.transport == TransportKind::Udp => (
+                        Destination::Datagram { local: b.local, remote: b.received },
+                        TransportKind::Udp,
+                        b.local,
+                        None,
+                    ),
+                    // A connection that is gone cannot be dialled back (browsers never are).
+                    None => return None,
+                };
+                Some(Target { uri: Some(b.uri), destination, kind, local, flow, routes: b.path, pop_routes: 0 })
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err(RequestError::Unavailable);
+        }
+        Ok(targets)
+    }
+
+    /// §22.3: an initial request is routed only for a caller who authenticates as the
+    /// user in its From.
+    fn authenticate_caller(&mut self, now: Instant, request: &Message, source: &Source) -> Result<(), RequestError> {
+        let now_unix = self.wall.unix(now);
+        let credentials = request.first_value(HeaderName::ProxyAuthorization);
+        let method = request.method().map(|m| m.as_str().to_string()).unwrap_or_default();
+        let verdict = self.auth.verify(
+            now,
+            now_unix,
+            source.remote.ip(),
+            &method,
+            request.request_uri().unwrap_or_default(),
+            credentials.as_deref(),
+            &self.users,
+        );
+        let username = match verdict {
+            Verdict::Authenticated { username } => username,
+            Verdict::Challenge { stale } => {
+                let browser = matches!(source.kind, TransportKind::Ws | TransportKind::Wss);
+                return Err(RequestError::ProxyChallenge(self.auth.challenges(
+                    now_unix,
+                    &mut self.entropy,
+                    stale,
+                    browser,
+                )));
+            }
+            Verdict::Throttled { retry_after } => return Err(RequestError::Throttled { retry_after }),
+            Verdict::Malformed(reason) => return Err(RequestError::Credentials(reason)),
+        };
+        let from_user = request
+            .first_value(HeaderName::From)
+            .and_then(|f| NameAddr::parse(&f).ok().and_then(|n| n.parse_uri().ok()))
+            .and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
+        if from_user.as_deref() != Some(username.as_str()) {
+            return Err(RequestError::Impersonation);
+        }
+        Ok(())
+    }
+}

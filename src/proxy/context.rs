@@ -1,0 +1,92 @@
+//! The response context of one forwarded request (RFC 3261 §16.7): its branches and the
+//! best final response so far.
+
+use std::time::Instant;
+
+use crate::message::Message;
+use crate::transaction::TransactionKey;
+use crate::transport::{Destination, Source};
+
+#[derive(Debug)]
+pub(super) struct Context {
+    /// The request as received, for responses we build ourselves.
+    pub(super) request: Message,
+    #[allow(dead_code)] // Kept for the dialog layer and logs.
+    pub(super) source: Source,
+    pub(super) is_invite: bool,
+    pub(super) branches: Vec<Branch>,
+    /// The best final non-2xx response so far (step 6).
+    pub(super) best: Option<Message>,
+    /// A final response went upstream; later non-2xx are dropped, 2xx still go.
+    pub(super) final_sent: bool,
+    pub(super) cancelled: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Branch {
+    pub(super) key: TransactionKey,
+    pub(super) destination: Destination,
+    pub(super) state: BranchState,
+    /// §16.6 step 11: INVITE branches only.
+    pub(super) timer_c: Option<Instant>,
+    /// A CANCEL came before the branch rang: send it on the first provisional (§9.1).
+    pub(super) cancel_when_ringing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BranchState {
+    Calling,
+    Proceeding,
+    Cancelling,
+    Done(u16),
+}
+
+impl Context {
+    pub(super) fn new(request: Message, source: Source, is_invite: bool) -> Self {
+        Self { request, source, is_invite, branches: Vec::new(), best: None, final_sent: false, cancelled: false }
+    }
+
+    /// Keeps `response` if it beats the best so far.
+    pub(super) fn consider(&mut self, response: Message) {
+        let better = match &self.best {
+            None => true,
+            Some(best) => rank(response.status().unwrap_or(500)) < rank(best.status().unwrap_or(500)),
+        };
+        if better {
+            self.best = Some(response);
+        }
+    }
+}
+
+impl Branch {
+    pub(super) fn new(key: TransactionKey, destination: Destination, timer_c: Option<Instant>) -> Self {
+        Self { key, destination, state: BranchState::Calling, timer_c, cancel_when_ringing: false }
+    }
+}
+
+/// Lower is better. §16.7 step 6: any 6xx wins; otherwise the lowest class. Within a
+/// class, a real answer beats our own 408 (a timeout) and a downstream 503.
+fn rank(code: u16) -> (u8, u8) {
+    let class = match code / 100 {
+        6 => 0,
+        3 => 1,
+        4 => 2,
+        5 => 3,
+        _ => 4,
+    };
+    (class, u8::from(matches!(code, 408 | 503)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank;
+
+    #[test]
+    fn best_response_rules_of_16_7() {
+        assert!(rank(603) < rank(302));
+        assert!(rank(302) < rank(486));
+        assert!(rank(486) < rank(408), "a real refusal beats a timeout");
+        assert!(rank(487) < rank(500));
+        assert!(rank(500) < rank(503));
+    }
+}

@@ -1,0 +1,725 @@
+//! L4: the stateful proxy of RFC 3261 §16. Every request gets a server transaction; an
+//! initial request is handed to the [`RoutingPolicy`] (the engine's users, registrar and,
+//! later, trunks), which answers it or names targets; the proxy forks to every target in
+//! parallel through client transactions, keeps the response context (§16.7: best
+//! response, every 2xx forwarded, 6xx cancels the rest), handles CANCEL (§16.10) and
+//! Timer C, and routes in-dialog requests and 2xx ACKs by its own Record-Route entries,
+//! whose flow tokens send them back over the exact connection of a browser.
+//!
+//! It makes no policy (who may call whom) and does no I/O.
+
+mod context;
+mod token;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::message::forward::{self, RequestEdit};
+use crate::message::response::{self, Reply};
+use crate::message::{HeaderName, Host, Limits, Message, Method, NameAddr, Uri, Via};
+use crate::transaction::{
+    ClientInvite, ClientNonInvite, Output, ServerInvite, ServerNonInvite, TableOutput, TimerConfig, TransactionKey,
+    TransactionTable, client_key,
+};
+use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
+
+use context::{Branch, BranchState, Context};
+use token::{OwnRoute, TokenKey, host_port};
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub timers: TimerConfig,
+    /// §16.6 step 11: how long an INVITE branch may ring (default three minutes).
+    pub timer_c: Duration,
+    pub max_transactions: usize,
+    /// Our bound listeners: Via and Record-Route name them, and Route entries naming them
+    /// are ours.
+    pub listen: Vec<(TransportKind, SocketAddr)>,
+    pub server_name: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            timers: TimerConfig::default(),
+            timer_c: Duration::from_secs(180),
+            max_transactions: 100_000,
+            listen: Vec::new(),
+            server_name: format!("webtrunk/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Where to send one branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The new Request-URI (a registered contact), or `None` to keep it.
+    pub uri: Option<String>,
+    pub destination: Destination,
+    pub kind: TransportKind,
+    /// Our socket on that side: Via sent-by and the Record-Route entry facing the target.
+    pub local: SocketAddr,
+    /// The flow of the target, for the token in the entry facing it.
+    pub flow: Option<FlowId>,
+    /// Route values to put first (a binding's Path).
+    pub routes: Vec<String>,
+    /// Route elements to remove from the top (ours, §16.4).
+    pub pop_routes: usize,
+}
+
+/// A response the proxy sends itself, built from the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub code: u16,
+    pub reason: Option<String>,
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+}
+
+impl LocalReply {
+    pub fn new(code: u16) -> Self {
+        Self { code, reason: None, headers: Vec::new() }
+    }
+
+    pub fn with_reason(code: u16, reason: impl Into<String>) -> Self {
+        Self { code, reason: Some(reason.into()), headers: Vec::new() }
+    }
+}
+
+/// What the policy decided about an out-of-dialog request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Reply(LocalReply),
+    /// Fork to every target in parallel. Empty means nobody can be reached: 480.
+    Forward(Vec<Target>),
+}
+
+/// The decision points of the proxy (pingora's `ProxyHttp`, repro's processors): what a
+/// request out of any dialog means, and where a flow went. It does no I/O.
+pub trait RoutingPolicy {
+    /// An initial request that passed §16.3: answer it (OPTIONS to us, REGISTER, 407,
+    /// 404, 480) or name the targets.
+    fn route(&mut self, now: Instant, request: &Message, source: &Source) -> Decision;
+    /// The live flow a token's flow id stands for now: itself while it is open, or the
+    /// flow that replaced it (RFC 5626: the same instance registered again on a new
+    /// connection). With its transport and our local address.
+    fn resolve_flow(&self, flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)>;
+    /// A fresh To tag or branch suffix.
+    fn token(&mut self, len: usize) -> String;
+}
+
+/// Counters an operator reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyStats {
+    pub forwarded: u64,
+    pub branches: u64,
+    pub cancelled: u64,
+    pub dialogs_started: u64,
+    pub stray_responses: u64,
+}
+
+#[derive(Debug)]
+pub struct Proxy {
+    config: ProxyConfig,
+    table: TransactionTable,
+    /// Response contexts by server transaction key.
+    contexts: HashMap<TransactionKey, Context>,
+    /// Client transaction key of each branch → server key of its context.
+    branches: HashMap<TransactionKey, TransactionKey>,
+    tokens: TokenKey,
+    transmits: VecDeque<Transmit>,
+    stats: ProxyStats,
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig, secret: [u8; 32]) -> Self {
+        Self {
+            table: TransactionTable::new(config.max_transactions),
+            config,
+            contexts: HashMap::new(),
+            branches: HashMap::new(),
+            tokens: TokenKey::new(secret),
+            transmits: VecDeque::new(),
+            stats: ProxyStats::default(),
+        }
+    }
+
+    pub fn set_listen(&mut self, listen: Vec<(TransportKind, SocketAddr)>) {
+        self.config.listen = listen;
+    }
+
+    pub fn stats(&self) -> ProxyStats {
+        self.stats
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timer_c = self.contexts.values().flat_map(|c| c.branches.iter().filter_map(|b| b.timer_c)).min();
+        [self.table.poll_timeout(), timer_c].into_iter().flatten().min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, policy: &mut dyn RoutingPolicy) {
+        self.table.handle_timeout(now);
+        // §16.8: Timer C on a ringing branch cancels it; one that never rang is Timer B's.
+        let mut expired = Vec::new();
+        for (server, ctx) in &mut self.contexts {
+            for b in &mut ctx.branches {
+                if b.timer_c.is_some_and(|at| at <= now) {
+                    b.timer_c = None;
+                    expired.push((server.clone(), b.key.clone()));
+                }
+            }
+        }
+        for (server, branch) in expired {
+            tracing::debug!(%branch, "Timer C fired; cancelling the branch");
+            self.cancel_branch(now, &server, &branch);
+        }
+        self.drain(now, policy);
+    }
+
+    /// A connection closed: transactions on it fail now rather than at their timeout.
+    pub fn flow_closed(&mut self, now: Instant, flow: FlowId, policy: &mut dyn RoutingPolicy) {
+        self.table.handle_flow_closed(now, flow);
+        self.drain(now, policy);
+    }
+
+    /// A response from downstream: to its client transaction, or dropped (RFC 6026).
+    pub fn handle_response(&mut self, now: Instant, response: Message, policy: &mut dyn RoutingPolicy) {
+        match self.table.handle_response(now, &response) {
+            crate::transaction::Match::Existing(_) => {}
+            crate::transaction::Match::New(_) | crate::transaction::Match::Unkeyed => {
+                self.stats.stray_responses += 1;
+                tracing::debug!("stray response dropped: {}", response.summary());
+            }
+        }
+        self.drain(now, policy);
+    }
+
+    /// A request that passed the engine's syntax checks.
+    pub fn handle_request(&mut self, now: Instant, request: Message, source: Source, policy: &mut dyn RoutingPolicy) {
+        let is_ack = request.method() == Some(&Method::Ack);
+        let key = match self.table.handle_request(now, &request) {
+            crate::transaction::Match::Existing(_) => return self.drain(now, policy),
+            crate::transaction::Match::Unkeyed => {
+                // Validation guarantees a top Via; this is only for safety.
+                return self.stateless_reply(&request, &source, LocalReply::with_reason(400, "Malformed Via Header"));
+            }
+            crate::transaction::Match::New(key) => key,
+        };
+        if is_ack {
+            // An ACK that matches no INVITE transaction acknowledges a 2xx: end to end,
+            // along the dialog's route; one we cannot route is dropped (ACKs get no answer).
+            match self.route_in_dialog(&request, policy) {
+                Ok(target) => self.send_stateless(&request, target),
+                Err(reply) => tracing::debug!(code = reply.code, "ACK dropped: {}", request.summary()),
+            }
+            return self.drain(now, policy);
+        }
+        if request.method() == Some(&Method::Cancel) {
+            self.handle_cancel(now, key, request, source);
+            return self.drain(now, policy);
+        }
+        let destination = reply_destination(&source, &request);
+        let reliable = source.kind.is_connection();
+        let inserted = if request.method() == Some(&Method::Invite) {
+            let txn = ServerInvite::new(now, request.clone(), reliable, self.config.timers);
+            self.table.insert(key.clone(), destination, txn)
+        } else {
+            let txn = ServerNonInvite::new(now, request.clone(), reliable, self.config.timers);
+            self.table.insert(key.clone(), destination, txn)
+        };
+        if let Err(e) = inserted {
+            tracing::warn!(error = %e, "cannot take a new transaction");
+            let mut reply = LocalReply::with_reason(503, "Too Many Transactions");
+            reply.headers.push(("Retry-After", "5".into()));
+            return self.stateless_reply(&request, &source, reply);
+        }
+        if request.method() == Some(&Method::Invite) {
+            let _ = self.table.send_trying(now, &key, Some(source.remote));
+        }
+        let decision = self.decide(now, &request, &source, policy);
+        match decision {
+            Decision::Reply(reply) => self.reply_bytes(now, &key, &request, reply),
+            Decision::Forward(targets) if targets.is_empty() => {
+                self.reply_bytes(now, &key, &request, LocalReply::new(480));
+            }
+            Decision::Forward(targets) => self.fork(now, key, request, source, targets),
+        }
+        self.drain(now, policy);
+    }
+
+    /// §16.3 and §16.4, then the policy for out-of-dialog requests, or our own Route
+    /// entries for in-dialog ones.
+    fn decide(&mut self, now: Instant, request: &Message, source: &Source, policy: &mut dyn RoutingPolicy) -> Decision {
+        let in_dialog = request
+            .first_value(HeaderName::To)
+            .and_then(|to| NameAddr::parse(&to).ok().and_then(|n| n.tag().map(<[u8]>::to_vec)))
+            .is_some();
+        let proxy_require: Vec<String> =
+            request.list(HeaderName::ProxyRequire).iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
+        if !proxy_require.is_empty() {
+            let mut reply = LocalReply::new(420);
+            reply.headers.push(("Unsupported", proxy_require.join(", ").into()));
+            return Decision::Reply(reply);
+        }
+        if self.is_loop(request) {
+            return Decision::Reply(LocalReply::new(482));
+        }
+        if in_dialog {
+            if request.max_forwards() == Some(Ok(0)) {
+                return Decision::Reply(LocalReply::new(483));
+            }
+            return match self.route_in_dialog(request, policy) {
+                Ok(target) => Decision::Forward(vec![target]),
+                Err(reply) => Decision::Reply(reply),
+            };
+        }
+        // §16.4: our own URI on top of an initial request's Route set (a preloaded route to
+        // us) is consumed here.
+        let own = request
+            .list(HeaderName::Route)
+            .iter()
+            .take_while(|r| self.tokens.own_route(r, &self.config.listen).is_some() || self.is_own_plain_route(r))
+            .count();
+        // §16.3 step 3: Max-Forwards 0 ends here, except an OPTIONS the policy answers itself.
+        let exhausted = request.max_forwards() == Some(Ok(0));
+        if exhausted && request.method() != Some(&Method::Options) {
+            return Decision::Reply(LocalReply::new(483));
+        }
+        match policy.route(now, request, source) {
+            Decision::Forward(_) if exhausted => Decision::Reply(LocalReply::new(483)),
+            Decision::Forward(targets) => Decision::Forward(
+                targets.into_iter().map(|t| Target { pop_routes: t.pop_routes.max(own), ..t }).collect(),
+            ),
+            reply => reply,
+        }
+    }
+
+    /// Routes a request by the Route set we recorded: our entries are popped, and the
+    /// last of them (the one facing the next hop) says which flow to use, if any.
+    fn route_in_dialog(&self, request: &Message, policy: &dyn RoutingPolicy) -> Result<Target, LocalReply> {
+        let routes = request.list(HeaderName::Route);
+        let mut popped = 0;
+        let mut facing: Option<OwnRoute> = None;
+        for element in &routes {
+            match self.tokens.own_route(element, &self.config.listen) {
+                Some(own) => {
+                    popped += 1;
+                    facing = Some(own);
+                }
+                None => break,
+            }
+        }
+        let Some(facing) = facing else {
+            // Not a dialog we record-routed: we relay for nobody.
+            return Err(LocalReply::with_reason(403, "Not Routed Through This Proxy"));
+        };
+        if let Some(flow) = facing.flow {
+            let Some((flow, kind, local)) = policy.resolve_flow(flow) else {
+                // RFC 5626 §5.3: the flow the token names is gone.
+                return Err(LocalReply::new(430));
+            };
+            return Ok(Target {
+                uri: None,
+                destination: Destination::Flow(flow),
+                kind,
+                local,
+                flow: Some(flow),
+                routes: Vec::new(),
+                pop_routes: popped,
+            });
+        }
+        // The next hop is the next Route entry, or the Request-URI: a UDP peer by address.
+        let next = match routes.get(popped) {
+            Some(element) => NameAddr::parse(element).ok().map(|n| n.uri.to_vec()),
+            None => request.request_uri().map(<[u8]>::to_vec),
+        };
+        let next = next.and_then(|uri| Uri::parse(&uri).ok()).and_then(|u| u.as_sip().cloned());
+        let Some(next) = next else { return Err(LocalReply::with_reason(400, "No Next Hop")) };
+        let remote = match next.host {
+            Host::Ip(ip) => SocketAddr::new(ip, next.port.unwrap_or(5060)),
+            // Name resolution (RFC 3263) arrives with trunks; a .invalid host never resolves.
+            Host::Name(_) => return Err(LocalReply::new(480)),
+        };
+        let local = self.local_for(TransportKind::Udp).ok_or_else(|| LocalReply::new(503))?;
+        Ok(Target {
+            uri: None,
+            destination: Destination::Datagram { local, remote },
+            kind: TransportKind::Udp,
+            local,
+            flow: None,
+            routes: Vec::new(),
+            pop_routes: popped,
+        })
+    }
+
+    /// A Route entry naming one of our addresses without our token (a client configured
+    /// with us as outbound proxy, `<sip:127.0.0.1:8080;transport=ws;lr>`).
+    fn is_own_plain_route(&self, element: &[u8]) -> bool {
+        let Some(Ok(Uri::Sip(uri))) = NameAddr::parse(element).ok().map(|n| n.parse_uri()) else { return false };
+        let Host::Ip(ip) = uri.host else { return false };
+        let port = uri.port.unwrap_or(5060);
+        self.config.listen.iter().any(|(_, a)| a.port() == port && (a.ip() == ip || a.ip().is_unspecified()))
+    }
+
+    fn local_for(&self, kind: TransportKind) -> Option<SocketAddr> {
+        self.config.listen.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+    }
+
+    /// §16.3 step 4: a Via of ours whose branch carries this request's loop hash means it
+    /// came back unchanged.
+    fn is_loop(&self, request: &Message) -> bool {
+        let mark = format!("{}{:016x}.", OUR_BRANCH, loop_hash(request));
+        request.list(HeaderName::Via).iter().any(|v| {
+            Via::parse(v).ok().and_then(|via| via.branch().map(|b| b.starts_with(mark.as_bytes()))).unwrap_or(false)
+        })
+    }
+
+    fn fork(&mut self, now: Instant, key: TransactionKey, request: Message, source: Source, targets: Vec<Target>) {
+        let is_invite = request.method() == Some(&Method::Invite);
+        let record_route = matches!(request.method(), Some(Method::Invite | Method::Subscribe | Method::Refer))
+            && request
+                .first_value(HeaderName::To)
+                .and_then(|to| NameAddr::parse(&to).ok().map(|n| n.tag().is_none()))
+                .unwrap_or(false);
+        let max_forwards = match request.max_forwards() {
+            Some(Ok(n)) => n.saturating_sub(1),
+            _ => 70,
+        };
+        let loop_mark = loop_hash(&request);
+        let mut context = Context::new(request.clone(), source, is_invite);
+        for target in targets {
+            let branch = format!("{OUR_BRANCH}{loop_mark:016x}.{}", branch_suffix(&key, context.branches.len()));
+            let via = format!(
+                "SIP/2.0/{} {};branch={branch}{}",
+                target.kind.via_token(),
+                host_port(target.local),
+                if target.kind == TransportKind::Udp { ";rport" } else { "" }
+            );
+            let rr = if record_route {
+                // RFC 5658: one entry facing each side, each naming its side's flow.
+                vec![
+                    self.tokens.record_route(target.local, target.kind, target.flow),
+                    self.tokens.record_route(source.local, source.kind, source.flow),
+                ]
+            } else {
+                Vec::new()
+            };
+            let edit = RequestEdit {
+                request_uri: target.uri.clone(),
+                via,
+                max_forwards,
+                pop_routes: target.pop_routes,
+                record_route: rr,
+                push_routes: target.routes.clone(),
+            };
+            let bytes = Bytes::from(forward::request(&request, &edit));
+            let Ok(forwarded) =
+                Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
+            else {
+                continue;
+            };
+            let Some(client) = client_key(&forwarded) else { continue };
+            let reliable = target.kind.is_connection();
+            let inserted = if is_invite {
+                self.table.insert(
+                    client.clone(),
+                    target.destination,
+                    ClientInvite::new(now, forwarded, reliable, self.config.timers),
+                )
+            } else {
+                self.table.insert(
+                    client.clone(),
+                    target.destination,
+                    ClientNonInvite::new(now, forwarded, reliable, self.config.timers),
+                )
+            };
+            if inserted.is_err() {
+                continue;
+            }
+            self.stats.branches += 1;
+            self.branches.insert(client.clone(), key.clone());
+            context.branches.push(Branch::new(
+                client,
+                target.destination,
+                is_invite.then(|| now + self.config.timer_c),
+            ));
+        }
+        if context.branches.is_empty() {
+            self.contexts.insert(key.clone(), context);
+            let request = self.contexts.get(&key).map(|c| c.request.clone());
+            if let Some(request) = request {
+                self.reply_bytes(now, &key, &request, LocalReply::with_reason(503, "No Branch Could Be Sent"));
+            }
+            return;
+        }
+        self.stats.forwarded += 1;
+        self.contexts.insert(key, context);
+    }
+
+    fn handle_cancel(&mut self, now: Instant, key: TransactionKey, cancel: Message, source: Source) {
+        let destination = reply_destination(&source, &cancel);
+        let txn = ServerNonInvite::new(now, cancel.clone(), source.kind.is_connection(), self.config.timers);
+        if self.table.insert(key.clone(), destination, txn).is_err() {
+            return;
+        }
+        let invite = key.cancelled_invite();
+        let live = invite.as_ref().and_then(|k| self.contexts.get(k)).is_some_and(|c| !c.final_sent);
+        let Some(invite) = invite.filter(|_| live) else {
+            // §16.10: no matching transaction.
+            self.reply_bytes(now, &key, &cancel, LocalReply::new(481));
+            return;
+        };
+        self.reply_bytes(now, &key, &cancel, LocalReply::new(200));
+        self.stats.cancelled += 1;
+        let branches: Vec<TransactionKey> =
+            self.contexts.get(&invite).map(|c| c.branches.iter().map(|b| b.key.clone()).collect()).unwrap_or_default();
+        if let Some(ctx) = self.contexts.get_mut(&invite) {
+            ctx.cancelled = true;
+        }
+        for branch in branches {
+            self.cancel_branch(now, &invite, &branch);
+        }
+    }
+
+    /// §9.1 for one branch: CANCEL now if it rang, or as soon as it does.
+    fn cancel_branch(&mut self, now: Instant, server: &TransactionKey, branch: &TransactionKey) {
+        let Some(b) = self.contexts.get_mut(server).and_then(|c| c.branches.iter_mut().find(|b| &b.key == branch))
+        else {
+            return;
+        };
+        match b.state {
+            BranchState::Calling => b.cancel_when_ringing = true,
+            BranchState::Proceeding => {
+                b.state = BranchState::Cancelling;
+                b.timer_c = None;
+                let destination = b.destination;
+                let Some(invite) = self.table.get(branch).map(|t| t.request().clone()) else { return };
+                let bytes = Bytes::from(forward::cancel(&invite));
+                let Ok(cancel) =
+                    Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
+                else {
+                    return;
+                };
+                let Some(key) = client_key(&cancel) else { return };
+                let reliable = !matches!(destination, Destination::Datagram { .. });
+                let _ = self.table.insert(
+                    key,
+                    destination,
+                    ClientNonInvite::new(now, cancel, reliable, self.config.timers),
+                );
+            }
+            BranchState::Cancelling | BranchState::Done(_) => {}
+        }
+    }
+
+    /// Forwards a request without a transaction (a 2xx ACK, §16.6 with no state).
+    fn send_stateless(&mut self, request: &Message, target: Target) {
+        let branch = format!("{OUR_BRANCH}{:016x}.ack", loop_hash(request));
+        let via = format!("SIP/2.0/{} {};branch={branch}", target.kind.via_token(), host_port(target.local));
+        let max_forwards = match request.max_forwards() {
+            Some(Ok(n)) => n.saturating_sub(1),
+            _ => 70,
+        };
+        let edit = RequestEdit {
+            request_uri: target.uri,
+            via,
+            max_forwards,
+            pop_routes: target.pop_routes,
+            record_route: Vec::new(),
+            push_routes: target.routes,
+        };
+        self.transmits.push_back(Transmit {
+            destination: target.destination,
+            bytes: Bytes::from(forward::request(request, &edit)),
+        });
+    }
+
+    /// A response of ours on a server transaction.
+    fn reply_bytes(&mut self, now: Instant, key: &TransactionKey, request: &Message, reply: LocalReply) {
+        let tag = format!("{:016x}", loop_hash(request));
+        let bytes = self.build_reply(request, &reply, &tag, None);
+        let _ = self.table.send_response(now, key, Bytes::from(bytes), reply.code);
+    }
+
+    fn build_reply(&self, request: &Message, reply: &LocalReply, tag: &str, source: Option<SocketAddr>) -> Vec<u8> {
+        let mut r = Reply::new(reply.code);
+        r.reason = reply.reason.as_deref();
+        r.to_tag = Some(tag);
+        r.source = source;
+        r.headers = reply.headers.clone();
+        r.headers.push(("Server", self.config.server_name.clone().into()));
+        response::build(request, &r)
+    }
+
+    fn stateless_reply(&mut self, request: &Message, source: &Source, reply: LocalReply) {
+        let tag = format!("{:016x}", loop_hash(request));
+        let bytes = self.build_reply(request, &reply, &tag, Some(source.remote));
+        self.transmits
+            .push_back(Transmit { destination: reply_destination(source, request), bytes: Bytes::from(bytes) });
+    }
+
+    /// Acts on what the transactions produced.
+    fn drain(&mut self, now: Instant, policy: &mut dyn RoutingPolicy) {
+        while let Some(TableOutput { key, destination, output }) = self.table.poll_output() {
+            match output {
+                Output::Transmit(bytes) => self.transmits.push_back(Transmit { destination, bytes }),
+                Output::Response(response) => self.on_branch_response(now, &key, response),
+                Output::Timeout if key.is_client() => {
+                    let Some(request) = self.table.get(&key).map(|t| t.request().clone()) else { continue };
+                    let synthetic = self.build_reply(&request, &LocalReply::new(408), "timeout", None);
+                    if let Ok(timeout) = Message::parse(Bytes::from(synthetic), &Limits::default()) {
+                        self.on_branch_response(now, &key, timeout);
+                    }
+                }
+                Output::Timeout => tracing::debug!(%key, "server transaction timed out (no ACK)"),
+                Output::Ack(ack) => {
+                    if let Ok(target) = self.route_in_dialog(&ack, policy) {
+                        self.send_stateless(&ack, target);
+                    }
+                }
+                Output::Terminated => {
+                    if key.is_client() {
+                        self.branches.remove(&key);
+                    } else {
+                        self.contexts.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// §16.7 for one branch's response.
+    fn on_branch_response(&mut self, now: Instant, branch: &TransactionKey, response: Message) {
+        let Some(server) = self.branches.get(branch).cloned() else { return };
+        let Some(code) = response.status() else { return };
+        let is_cancel = *branch.method() == Method::Cancel;
+        if is_cancel {
+            return;
+        }
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        let Some(index) = ctx.branches.iter().position(|b| &b.key == branch) else { return };
+        if code == 100 {
+            return;
+        }
+        if code < 200 {
+            let b = &mut ctx.branches[index];
+            let ring_cancel = b.cancel_when_ringing;
+            if matches!(b.state, BranchState::Calling) {
+                b.state = BranchState::Proceeding;
+            }
+            // §16.7 step 2: a provisional restarts Timer C.
+            if b.timer_c.is_some() {
+                b.timer_c = Some(now + self.config.timer_c);
+            }
+            if !ctx.final_sent {
+                let bytes = Bytes::from(forward::response(&response));
+                let _ = self.table.send_response(now, &server, bytes, code);
+            }
+            if ring_cancel {
+                self.cancel_branch(now, &server, branch);
+            }
+            return;
+        }
+        ctx.branches[index].state = BranchState::Done(code);
+        ctx.branches[index].timer_c = None;
+        if code < 300 {
+            // §16.7 step 5: every 2xx goes upstream at once, even after another.
+            if ctx.is_invite && !ctx.final_sent {
+                self.stats.dialogs_started += 1;
+            }
+            ctx.final_sent = true;
+            let bytes = Bytes::from(forward::response(&response));
+            let _ = self.table.send_response(now, &server, bytes, code);
+            if ctx.is_invite {
+                self.cancel_pending(now, &server);
+            }
+            return;
+        }
+        ctx.consider(response);
+        if code >= 600 && ctx.is_invite {
+            self.cancel_pending(now, &server);
+        }
+        self.maybe_send_best(now, &server);
+    }
+
+    fn cancel_pending(&mut self, now: Instant, server: &TransactionKey) {
+        let pending: Vec<TransactionKey> = self
+            .contexts
+            .get(server)
+            .map(|c| {
+                c.branches.iter().filter(|b| !matches!(b.state, BranchState::Done(_))).map(|b| b.key.clone()).collect()
+            })
+            .unwrap_or_default();
+        for branch in pending {
+            self.cancel_branch(now, server, &branch);
+        }
+    }
+
+    /// §16.7 step 6: when every branch is final and nothing final went upstream yet.
+    fn maybe_send_best(&mut self, now: Instant, server: &TransactionKey) {
+        let Some(ctx) = self.contexts.get_mut(server) else { return };
+        if ctx.final_sent || !ctx.branches.iter().all(|b| matches!(b.state, BranchState::Done(_))) {
+            return;
+        }
+        ctx.final_sent = true;
+        let Some(best) = ctx.best.take() else { return };
+        let code = best.status().unwrap_or(500);
+        let bytes = if code == 503 {
+            // §16.7 step 6: a 503 from downstream means that server, not us; send 500.
+            let request = ctx.request.clone();
+            Bytes::from(self.build_reply(&request, &LocalReply::new(500), "unavailable", None))
+        } else {
+            Bytes::from(forward::response(&best))
+        };
+        let code = if code == 503 { 500 } else { code };
+        let _ = self.table.send_response(now, server, bytes, code);
+    }
+}
+
+/// Every branch we create starts with this, so our own Vias are recognisable.
+const OUR_BRANCH: &str = "z9hG4bKwt";
+
+/// A hash of what makes a request the same request for loop detection (§16.6 step 8):
+/// Request-URI, From tag, Call-ID, CSeq number, Proxy-Require and Route.
+fn loop_hash(request: &Message) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    request.request_uri().hash(&mut h);
+    if let Some(from) = request.first_value(HeaderName::From) {
+        NameAddr::parse(&from).ok().and_then(|n| n.tag().map(<[u8]>::to_vec)).hash(&mut h);
+    }
+    request.call_id().as_deref().hash(&mut h);
+    request.cseq().map(|(n, _)| n).hash(&mut h);
+    for name in [HeaderName::ProxyRequire, HeaderName::Route] {
+        for v in request.list(name) {
+            v.as_ref().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Branch suffixes must differ between branches of one request and across requests.
+fn branch_suffix(server: &TransactionKey, index: usize) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    server.hash(&mut h);
+    format!("{:x}{index}", h.finish())
+}
+
+/// Where a response to `request` goes: back over its flow, or per its top Via for UDP.
+fn reply_destination(source: &Source, request: &Message) -> Destination {
+    if let Some(flow) = source.flow {
+        return Destination::Flow(flow);
+    }
+    let remote = request
+        .top_via_raw()
+        .and_then(|v| Via::parse(&v).ok().map(|via| via.response_address(source.remote)))
+        .unwrap_or(source.remote);
+    Destination::Datagram { local: source.local, remote }
+}

@@ -1,0 +1,140 @@
+//! Our Record-Route entries (RFC 3261 §16.6 step 4, RFC 5658 double record-routing) and
+//! the flow tokens in them (RFC 5626 §5.3): the user part of the entry facing a peer
+//! names the flow that peer is on, signed so that nobody can route through us to a flow
+//! that is not theirs.
+
+use std::net::SocketAddr;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::message::{Host, NameAddr, Uri};
+use crate::transport::{FlowId, TransportKind};
+
+/// User-part prefix of every URI we put in Record-Route.
+const PREFIX: &str = "wt";
+/// Bytes of the HMAC kept in a token: enough that guessing one is hopeless.
+const MAC_LEN: usize = 8;
+
+#[derive(Debug, Clone)]
+pub(crate) struct TokenKey([u8; 32]);
+
+/// One of our Record-Route entries, read back from a Route header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OwnRoute {
+    /// The flow of the peer this entry faces, when it is on a connection.
+    pub(crate) flow: Option<FlowId>,
+    pub(crate) kind: TransportKind,
+}
+
+impl TokenKey {
+    pub(crate) fn new(secret: [u8; 32]) -> Self {
+        Self(secret)
+    }
+
+    /// `<sip:wtTOKEN@ip:port;transport=..;lr>` for the interface at `local`, facing a peer
+    /// on `flow` (if it is on a connection).
+    pub(crate) fn record_route(&self, local: SocketAddr, kind: TransportKind, flow: Option<FlowId>) -> String {
+        let user = match flow {
+            Some(f) => format!("{PREFIX}{:016x}{}", f.0, hex::encode(self.mac(f.0))),
+            None => PREFIX.to_string(),
+        };
+        format!("<sip:{user}@{};transport={};lr>", host_port(local), kind.via_token().to_ascii_lowercase())
+    }
+
+    /// Reads a Route element: `Some` when it is one of ours (our address, our prefix,
+    /// a valid signature).
+    pub(crate) fn own_route(&self, element: &[u8], listen: &[(TransportKind, SocketAddr)]) -> Option<OwnRoute> {
+        let addr = NameAddr::parse(element).ok()?;
+        let Ok(Uri::Sip(uri)) = addr.parse_uri() else { return None };
+        let user = uri.user.as_deref()?.strip_prefix(PREFIX)?;
+        let ip = match uri.host {
+            Host::Ip(ip) => ip,
+            Host::Name(_) => return None,
+        };
+        let kind = match uri.param("transport").flatten().map(str::to_ascii_lowercase).as_deref() {
+            Some("tcp") => TransportKind::Tcp,
+            Some("tls") => TransportKind::Tls,
+            Some("ws") => TransportKind::Ws,
+            Some("wss") => TransportKind::Wss,
+            _ => TransportKind::Udp,
+        };
+        let port = uri.port.unwrap_or(5060);
+        if !listen.iter().any(|(_, a)| a.port() == port && (a.ip() == ip || a.ip().is_unspecified())) {
+            return None;
+        }
+        if user.is_empty() {
+            return Some(OwnRoute { flow: None, kind });
+        }
+        if user.len() != 16 + 2 * MAC_LEN {
+            return None;
+        }
+        let id = u64::from_str_radix(&user[..16], 16).ok()?;
+        let mac = hex::decode(&user[16..]).ok()?;
+        // Compared in constant time by the MAC's own verify.
+        let mut check = self.hmac(id);
+        check.update(b"");
+        check.verify_truncated_left(&mac).ok()?;
+        Some(OwnRoute { flow: Some(FlowId(id)), kind })
+    }
+
+    fn hmac(&self, id: u64) -> Hmac<Sha256> {
+        // HMAC takes keys of any length; a 32-byte key cannot be refused.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_key());
+        mac.update(&id.to_be_bytes());
+        mac
+    }
+
+    fn mac(&self, id: u64) -> [u8; MAC_LEN] {
+        let full = self.hmac(id).finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
+}
+
+#[cold]
+fn unreachable_key() -> Hmac<Sha256> {
+    // new_from_slice accepts every key length for HMAC; this only satisfies the type.
+    <Hmac<Sha256> as KeyInit>::new(&Default::default())
+}
+
+/// `host:port` with IPv6 in brackets, as a SIP URI and Via want it.
+pub(crate) fn host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen() -> Vec<(TransportKind, SocketAddr)> {
+        vec![
+            (TransportKind::Udp, "127.0.0.1:5060".parse().unwrap()),
+            (TransportKind::Ws, "127.0.0.1:8080".parse().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn own_entries_round_trip_and_forgeries_do_not() {
+        let key = TokenKey::new([7; 32]);
+        let rr = key.record_route("127.0.0.1:8080".parse().unwrap(), TransportKind::Ws, Some(FlowId(42)));
+        assert!(rr.starts_with("<sip:wt000000000000002a"), "{rr}");
+        assert_eq!(
+            key.own_route(rr.as_bytes(), &listen()),
+            Some(OwnRoute { flow: Some(FlowId(42)), kind: TransportKind::Ws })
+        );
+        let udp = key.record_route("127.0.0.1:5060".parse().unwrap(), TransportKind::Udp, None);
+        assert_eq!(key.own_route(udp.as_bytes(), &listen()), Some(OwnRoute { flow: None, kind: TransportKind::Udp }));
+        // Another flow id with the same signature, or a signature from another key, is not ours.
+        let forged = rr.replace("wt000000000000002a", "wt000000000000002b");
+        assert_eq!(key.own_route(forged.as_bytes(), &listen()), None);
+        assert_eq!(TokenKey::new([8; 32]).own_route(rr.as_bytes(), &listen()), None);
+        // Someone else's address is not ours whatever the user part says.
+        let elsewhere = rr.replace("127.0.0.1:8080", "192.0.2.1:8080");
+        assert_eq!(key.own_route(elsewhere.as_bytes(), &listen()), None);
+    }
+}
