@@ -2,6 +2,8 @@
 //! transport, and minimal clients for each transport.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod ua;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

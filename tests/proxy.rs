@@ -1,0 +1,199 @@
+//! The stateful proxy on real sockets: a browser (WebSocket) calls desk phones (UDP),
+//! with Record-Route flow tokens carrying in-dialog requests back over the browser's
+//! connection, CANCEL, busy, forking and the 480/404 answers.
+
+// Test helpers outside #[test] fns: a failed unwrap here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::ua::{Dialog, Ua, all, header, parse, status};
+use common::*;
+use webtrunk::message::{HeaderName, Method};
+use webtrunk::transport::TransportKind;
+
+const USERS: &str = "[[user]]\nname = \"alice\"\npassword = \"alice-secret\"\n\
+                     [[user]]\nname = \"bob\"\npassword = \"bob-secret\"\n\
+                     [[user]]\nname = \"carol\"\npassword = \"carol-secret\"\n";
+
+async fn server(name: &str) -> (webtrunk::app::Server, webtrunk::config::Config) {
+    let mut config = loopback_config(name);
+    let users = config.server.state_dir.join("users.toml");
+    std::fs::write(&users, USERS).unwrap();
+    config.registrar.users_file = Some(users);
+    let server = start(&config).await;
+    (server, config)
+}
+
+fn method(m: &webtrunk::message::Message) -> Option<Method> {
+    m.method().cloned()
+}
+
+#[tokio::test]
+async fn browser_calls_a_desk_phone_and_the_phone_hangs_up_over_the_browsers_flow() {
+    let (server, _config) = server("proxy-call").await;
+    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
+    bob.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+
+    let sent = parse(&alice.invite("bob").await);
+    let invite = bob.recv().await;
+    assert_eq!(method(&invite), Some(Method::Invite));
+    assert_eq!(invite.request_uri().unwrap(), bob.contact.as_bytes(), "Request-URI is the registered contact");
+    assert_eq!(invite.max_forwards(), Some(Ok(69)));
+    assert_eq!(all(&invite, HeaderName::Via).len(), 2, "our Via on top of alice's");
+    let rr = all(&invite, HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 2, "RFC 5658: one entry per side when the transport changes: {rr:?}");
+    assert!(rr[0].contains("transport=udp") && rr[1].contains("transport=ws"), "{rr:?}");
+    assert_eq!(invite.body(), b"v=0\n");
+
+    bob.respond(&invite, 180, "bobtag").await;
+    let ringing = alice.recv().await;
+    assert_eq!(status(&ringing), 180);
+    bob.respond(&invite, 200, "bobtag").await;
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200, "{}", String::from_utf8_lossy(ok.as_bytes()));
+    assert_eq!(all(&ok, HeaderName::Via).len(), 1, "our Via is gone from the response");
+
+    // Alice's route set is the Record-Route of the 200, reversed (§12.1.2).
+    let mut alice_route = all(&ok, HeaderName::RecordRoute);
+    alice_route.reverse();
+    let bob_contact = header(&ok, HeaderName::Contact).trim_matches(['<', '>']).to_string();
+    let alice_dialog = Dialog {
+        local: header(&sent, HeaderName::From),
+        remote: header(&ok, HeaderName::To),
+        call_id: header(&sent, HeaderName::CallId),
+    };
+    alice.in_dialog("ACK", &bob_contact, &alice_route, &alice_dialog, 2).await;
+    let ack = bob.recv().await;
+    assert_eq!(method(&ack), Some(Method::Ack), "the 2xx ACK goes end to end");
+    assert!(all(&ack, HeaderName::Route).is_empty(), "our Route entries are consumed");
+
+    // Bob hangs up along the route set in Record-Route order; the flow token in it finds
+    // alice's WebSocket (her contact is a .invalid host that nobody could resolve).
+    let bob_dialog = Dialog {
+        local: header(&ok, HeaderName::To),
+        remote: header(&sent, HeaderName::From),
+        call_id: header(&sent, HeaderName::CallId),
+    };
+    bob.in_dialog("BYE", &alice.contact.clone(), &rr, &bob_dialog, 1).await;
+    let bye = alice.recv().await;
+    assert_eq!(method(&bye), Some(Method::Bye));
+    alice.respond(&bye, 200, "unused").await;
+    let bye_ok = bob.recv().await;
+    assert_eq!(status(&bye_ok), 200);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn cancel_before_answer_gives_487_and_cancels_the_branch() {
+    let (server, _config) = server("proxy-cancel").await;
+    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
+    bob.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sent = parse(&alice.invite("bob").await);
+    let invite = bob.recv().await;
+    bob.respond(&invite, 180, "bobtag").await;
+    assert_eq!(status(&alice.recv().await), 180);
+
+    let cancel = format!(
+        "CANCEL {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 CANCEL\r\n\
+         Content-Length: 0\r\n\r\n",
+        String::from_utf8_lossy(sent.request_uri().unwrap()),
+        String::from_utf8_lossy(&sent.top_via_raw().unwrap()),
+        header(&sent, HeaderName::From),
+        header(&sent, HeaderName::To),
+        header(&sent, HeaderName::CallId)
+    );
+    alice.send(&cancel).await;
+    let cancelled = bob.recv().await;
+    assert_eq!(method(&cancelled), Some(Method::Cancel), "the proxy cancels the ringing branch");
+    bob.respond(&cancelled, 200, "bobtag").await;
+    bob.respond(&invite, 487, "bobtag").await;
+    let ack = bob.recv().await;
+    assert_eq!(method(&ack), Some(Method::Ack), "the proxy ACKs the 487 hop by hop");
+
+    let mut got = [alice.recv().await, alice.recv().await];
+    got.sort_by_key(status);
+    assert_eq!((status(&got[0]), header(&got[0], HeaderName::CSeq)), (200, "2 CANCEL".into()));
+    assert_eq!((status(&got[1]), header(&got[1], HeaderName::CSeq)), (487, "2 INVITE".into()));
+    alice.ack_failure(&sent, &got[1]).await;
+    assert!(bob.silent(300).await, "nothing more reaches the phone");
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn busy_phone_486_reaches_the_caller() {
+    let (server, _config) = server("proxy-busy").await;
+    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
+    bob.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sent = parse(&alice.invite("bob").await);
+    let invite = bob.recv().await;
+    bob.respond(&invite, 486, "bobtag").await;
+    assert_eq!(method(&bob.recv().await), Some(Method::Ack));
+    let busy = alice.recv().await;
+    assert_eq!(status(&busy), 486);
+    alice.ack_failure(&sent, &busy).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn forking_rings_every_device_and_cancels_the_others_on_answer() {
+    let (server, _config) = server("proxy-fork").await;
+    let udp = server.addr(TransportKind::Udp).unwrap();
+    let mut desk = Ua::udp("bob", "bob-secret", udp).await;
+    desk.register().await;
+    let mut mobile = Ua::udp("bob", "bob-secret", udp).await;
+    mobile.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    alice.invite("bob").await;
+
+    let to_desk = desk.recv().await;
+    let to_mobile = mobile.recv().await;
+    assert_eq!((method(&to_desk), method(&to_mobile)), (Some(Method::Invite), Some(Method::Invite)));
+    assert_ne!(
+        to_desk.top_via_raw().unwrap(),
+        to_mobile.top_via_raw().unwrap(),
+        "each branch has a branch id of its own"
+    );
+    desk.respond(&to_desk, 180, "desk").await;
+    mobile.respond(&to_mobile, 180, "mobile").await;
+    mobile.respond(&to_mobile, 200, "mobile").await;
+    loop {
+        let m = alice.recv().await;
+        if status(&m) == 200 {
+            assert!(header(&m, HeaderName::To).contains("tag=mobile"));
+            break;
+        }
+        assert_eq!(status(&m), 180);
+    }
+    let cancel = desk.recv().await;
+    assert_eq!(method(&cancel), Some(Method::Cancel), "the other branch is cancelled");
+    desk.respond(&cancel, 200, "desk").await;
+    desk.respond(&to_desk, 487, "desk").await;
+    assert_eq!(method(&desk.recv().await), Some(Method::Ack));
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn unregistered_user_gets_480_and_unknown_user_404() {
+    let (server, _config) = server("proxy-480").await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sent = parse(&alice.invite("carol").await);
+    let reply = alice.recv().await;
+    assert_eq!(status(&reply), 480, "carol exists but has no binding");
+    alice.ack_failure(&sent, &reply).await;
+    let sent = parse(&alice.invite("dave").await);
+    let reply = alice.recv().await;
+    assert_eq!(status(&reply), 404, "no such user");
+    alice.ack_failure(&sent, &reply).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
