@@ -20,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dialog;
 pub mod driver;
 pub mod engine;
 pub mod message;

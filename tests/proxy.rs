@@ -197,3 +197,66 @@ async fn unregistered_user_gets_480_and_unknown_user_404() {
     alice.ack_failure(&sent, &reply).await;
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Sets up alice (WebSocket, RFC 5626 instance) in a confirmed call with bob (UDP).
+async fn call_in_progress(server: &webtrunk::app::Server) -> (Ua, Ua, Vec<String>, Dialog, webtrunk::message::Message) {
+    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
+    bob.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.instance = Some("urn:uuid:8f0b6d2e-0000-4000-8000-00000000a11c".into());
+    alice.register().await;
+    let sent = parse(&alice.invite("bob").await);
+    let invite = bob.recv().await;
+    bob.respond(&invite, 200, "bobtag").await;
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200);
+    let mut route = all(&ok, HeaderName::RecordRoute);
+    route.reverse();
+    let bob_contact = header(&ok, HeaderName::Contact).trim_matches(['<', '>']).to_string();
+    let dialog = Dialog {
+        local: header(&sent, HeaderName::From),
+        remote: header(&ok, HeaderName::To),
+        call_id: header(&sent, HeaderName::CallId),
+    };
+    alice.in_dialog("ACK", &bob_contact, &route, &dialog, 2).await;
+    assert_eq!(method(&bob.recv().await), Some(Method::Ack));
+    let bob_dialog = Dialog {
+        local: header(&ok, HeaderName::To),
+        remote: header(&sent, HeaderName::From),
+        call_id: header(&sent, HeaderName::CallId),
+    };
+    (alice, bob, all(&invite, HeaderName::RecordRoute), bob_dialog, sent)
+}
+
+#[tokio::test]
+async fn when_a_browsers_flow_dies_mid_call_the_other_side_gets_a_bye() {
+    let (server, _config) = server("proxy-flowloss").await;
+    let (alice, mut bob, _rr, _dialog, sent) = call_in_progress(&server).await;
+    drop(alice);
+    let bye = bob.recv().await;
+    assert_eq!(method(&bye), Some(Method::Bye), "{}", String::from_utf8_lossy(bye.as_bytes()));
+    assert_eq!(header(&bye, HeaderName::CallId), header(&sent, HeaderName::CallId));
+    assert!(header(&bye, HeaderName::From).contains("alice"), "sent on alice's behalf");
+    assert!(String::from_utf8_lossy(bye.as_bytes()).contains("Reason: SIP;cause=200;text=\"flow lost\""));
+    bob.respond(&bye, 200, "bobtag").await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_call_follows_the_browser_to_its_new_websocket() {
+    let (server, _config) = server("proxy-repoint").await;
+    let (mut alice, mut bob, rr, bob_dialog, _sent) = call_in_progress(&server).await;
+    // The tab's WebSocket reconnects (Wi-Fi to LTE): same instance, new flow, REGISTER again.
+    let fresh = ws_connect(server.addr(TransportKind::Ws).unwrap()).await;
+    let old = std::mem::replace(&mut alice.link, common::ua::Link::Ws(Box::new(fresh)));
+    alice.register().await;
+    drop(old);
+    assert!(bob.silent(300).await, "no BYE: the call moved instead of dying with the old flow");
+    // Bob hangs up through the route recorded on the old flow; it reaches the new one.
+    bob.in_dialog("BYE", &alice.contact.clone(), &rr, &bob_dialog, 1).await;
+    let bye = alice.recv().await;
+    assert_eq!(method(&bye), Some(Method::Bye));
+    alice.respond(&bye, 200, "unused").await;
+    assert_eq!(status(&bob.recv().await), 200);
+    server.shutdown(Duration::from_secs(2)).await;
+}

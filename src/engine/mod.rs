@@ -228,6 +228,11 @@ pub(crate) struct Local {
     entropy: Entropy,
     wall: WallClock,
     flows: HashMap<FlowId, (TransportKind, SocketAddr, SocketAddr)>,
+    /// Flows replaced by a new flow of the same instance: tokens naming the old one
+    /// resolve to the new one (RFC 5626 flow recovery for calls in progress).
+    flow_aliases: HashMap<FlowId, FlowId>,
+    /// Replacements seen while routing, for the proxy to move its dialogs.
+    replaced: Vec<(FlowId, FlowId)>,
     registrar: Registrar,
     auth: Authenticator,
     users: Users,
@@ -254,6 +259,8 @@ impl Engine {
             entropy,
             wall,
             flows: HashMap::new(),
+            flow_aliases: HashMap::new(),
+            replaced: Vec::new(),
             registrar,
             auth,
             users,
@@ -280,6 +287,9 @@ impl Engine {
                     tracing::debug!(%flow, bindings = removed, "flow closed; its bindings are gone");
                 }
                 self.local.bindings_changed(now);
+                // Tokens of a replaced flow keep pointing at its successor after it closes;
+                // when the successor closes too, they are dead.
+                self.local.flow_aliases.retain(|_, new| *new != flow);
                 self.proxy.flow_closed(now, flow, &mut self.local);
             }
         }
@@ -391,6 +401,9 @@ impl Engine {
         }
         let message = message.with_stamped_via(source.remote);
         self.proxy.handle_request(now, message, source, &mut self.local);
+        for (old, new) in std::mem::take(&mut self.local.replaced) {
+            self.proxy.flow_replaced(old, new);
+        }
     }
 
     fn on_unparseable(&mut self, source: Source, bytes: &[u8], error: ParseError) {
@@ -476,7 +489,8 @@ impl RoutingPolicy for Local {
     }
 
     fn resolve_flow(&self, flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)> {
-        self.flows.get(&flow).map(|(kind, local, _)| (flow, *kind, *local))
+        let current = self.flow_aliases.get(&flow).copied().unwrap_or(flow);
+        self.flows.get(&current).map(|(kind, local, _)| (current, *kind, *local))
     }
 
     fn token(&mut self, len: usize) -> String {

@@ -45,6 +45,16 @@ impl Local {
         let registered = self.registrar.register(now, request, source, &user).map_err(RequestError::Register)?;
         self.stats.registrations += 1;
         self.bindings_changed(now);
+        for &(old, new) in &registered.replaced_flows {
+            // Aliases chain: a flow replaced twice points at the newest.
+            for target in self.flow_aliases.values_mut() {
+                if *target == old {
+                    *target = new;
+                }
+            }
+            self.flow_aliases.insert(old, new);
+            self.replaced.push((old, new));
+        }
         tracing::debug!(aor = %registered.aor, bindings = registered.contacts.len(), flow = ?source.flow, "registered");
 
         let mut reply = LocalReply::new(200);

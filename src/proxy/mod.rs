@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::dialog::{Dialog, DialogId, Dialogs, Party, Side};
 use crate::message::forward::{self, RequestEdit};
 use crate::message::response::{self, Reply};
 use crate::message::{HeaderName, Host, Limits, Message, Method, NameAddr, Uri, Via};
@@ -41,6 +42,11 @@ pub struct ProxyConfig {
     /// are ours.
     pub listen: Vec<(TransportKind, SocketAddr)>,
     pub server_name: String,
+    /// A call longer than this is ended with a BYE to both sides.
+    pub max_dialog_duration: Duration,
+    pub max_dialogs: usize,
+    /// When a party's flow dies mid-call, send the other party a BYE.
+    pub bye_on_flow_loss: bool,
 }
 
 impl Default for ProxyConfig {
@@ -51,6 +57,9 @@ impl Default for ProxyConfig {
             max_transactions: 100_000,
             listen: Vec::new(),
             server_name: format!("webtrunk/{}", env!("CARGO_PKG_VERSION")),
+            max_dialog_duration: Duration::from_secs(6 * 3600),
+            max_dialogs: 100_000,
+            bye_on_flow_loss: true,
         }
     }
 }
@@ -119,6 +128,7 @@ pub struct ProxyStats {
     pub branches: u64,
     pub cancelled: u64,
     pub dialogs_started: u64,
+    pub dialogs_open: u64,
     pub stray_responses: u64,
 }
 
@@ -131,6 +141,7 @@ pub struct Proxy {
     /// Client transaction key of each branch → server key of its context.
     branches: HashMap<TransactionKey, TransactionKey>,
     tokens: TokenKey,
+    dialogs: Dialogs,
     transmits: VecDeque<Transmit>,
     stats: ProxyStats,
 }
@@ -139,6 +150,7 @@ impl Proxy {
     pub fn new(config: ProxyConfig, secret: [u8; 32]) -> Self {
         Self {
             table: TransactionTable::new(config.max_transactions),
+            dialogs: Dialogs::new(config.max_dialog_duration, config.max_dialogs),
             config,
             contexts: HashMap::new(),
             branches: HashMap::new(),
@@ -153,7 +165,15 @@ impl Proxy {
     }
 
     pub fn stats(&self) -> ProxyStats {
-        self.stats
+        ProxyStats { dialogs_open: self.dialogs.len() as u64, ..self.stats }
+    }
+
+    /// A party re-registered on a new flow (RFC 5626 flow replacement): its calls follow.
+    pub fn flow_replaced(&mut self, old: FlowId, new: FlowId) {
+        let moved = self.dialogs.repoint(old, new);
+        if moved > 0 {
+            tracing::info!(%old, %new, dialogs = moved, "calls moved to the new flow");
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -162,7 +182,7 @@ impl Proxy {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer_c = self.contexts.values().flat_map(|c| c.branches.iter().filter_map(|b| b.timer_c)).min();
-        [self.table.poll_timeout(), timer_c].into_iter().flatten().min()
+        [self.table.poll_timeout(), timer_c, self.dialogs.next_expiry()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, policy: &mut dyn RoutingPolicy) {
@@ -181,13 +201,58 @@ impl Proxy {
             tracing::debug!(%branch, "Timer C fired; cancelling the branch");
             self.cancel_branch(now, &server, &branch);
         }
+        for dialog in self.dialogs.expired(now) {
+            tracing::info!(call_id = %dialog.id.call_id, "maximum call duration reached; ending the call");
+            self.send_bye(now, &dialog, Side::Caller, "max duration", policy);
+            self.send_bye(now, &dialog, Side::Callee, "max duration", policy);
+        }
         self.drain(now, policy);
     }
 
     /// A connection closed: transactions on it fail now rather than at their timeout.
     pub fn flow_closed(&mut self, now: Instant, flow: FlowId, policy: &mut dyn RoutingPolicy) {
         self.table.handle_flow_closed(now, flow);
+        for (dialog, lost) in self.dialogs.flow_closed(flow) {
+            if !self.config.bye_on_flow_loss {
+                continue;
+            }
+            tracing::info!(call_id = %dialog.id.call_id, %flow, "a party's flow died mid-call; ending the call");
+            let other = match lost {
+                Side::Caller => Side::Callee,
+                Side::Callee => Side::Caller,
+            };
+            self.send_bye(now, &dialog, other, "flow lost", policy);
+        }
         self.drain(now, policy);
+    }
+
+    /// A BYE into a dialog on behalf of the other party (RFC 3326 Reason says why).
+    fn send_bye(&mut self, now: Instant, dialog: &Dialog, to: Side, why: &str, policy: &dyn RoutingPolicy) {
+        let bye = dialog.bye_towards(to);
+        let (kind, local, destination) = match bye.destination {
+            Destination::Flow(flow) => match policy.resolve_flow(flow) {
+                Some((flow, kind, local)) => (kind, local, Destination::Flow(flow)),
+                None => return,
+            },
+            d @ Destination::Datagram { local, .. } => (TransportKind::Udp, local, d),
+        };
+        self.stats.branches += 1;
+        let branch = format!("{OUR_BRANCH}bye.{:x}.{}", loop_hash_str(&bye.call_id), self.stats.branches);
+        let text = format!(
+            "BYE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: {} BYE\r\nReason: SIP;cause=200;text=\"{why}\"\r\nContent-Length: 0\r\n\r\n",
+            bye.request_uri,
+            kind.via_token(),
+            host_port(local),
+            bye.from,
+            bye.to,
+            bye.call_id,
+            bye.cseq
+        );
+        let Ok(message) = Message::parse(Bytes::from(text), &Limits::default()) else { return };
+        let Some(key) = client_key(&message) else { return };
+        let reliable = kind.is_connection();
+        let _ = self.table.insert(key, destination, ClientNonInvite::new(now, message, reliable, self.config.timers));
     }
 
     /// A response from downstream: to its client transaction, or dropped (RFC 6026).
@@ -277,7 +342,10 @@ impl Proxy {
                 return Decision::Reply(LocalReply::new(483));
             }
             return match self.route_in_dialog(request, policy) {
-                Ok(target) => Decision::Forward(vec![target]),
+                Ok(target) => {
+                    self.track_in_dialog(request);
+                    Decision::Forward(vec![target])
+                }
                 Err(reply) => Decision::Reply(reply),
             };
         }
@@ -300,6 +368,22 @@ impl Proxy {
             ),
             reply => reply,
         }
+    }
+
+    /// Keeps the dialog's CSeqs current; a BYE ends it.
+    fn track_in_dialog(&mut self, request: &Message) {
+        let tag = |name| {
+            request.first_value(name).and_then(|v| {
+                NameAddr::parse(&v).ok().and_then(|n| n.tag().map(|t| String::from_utf8_lossy(t).into_owned()))
+            })
+        };
+        let (Some(call_id), Some(from), Some(to), Some((cseq, method))) =
+            (request.call_id(), tag(HeaderName::From), tag(HeaderName::To), request.cseq())
+        else {
+            return;
+        };
+        let call_id = String::from_utf8_lossy(&call_id).into_owned();
+        self.dialogs.request(&call_id, &from, &to, cseq, method == Method::Bye);
     }
 
     /// Routes a request by the Route set we recorded: our entries are popped, and the
@@ -634,7 +718,14 @@ impl Proxy {
             // §16.7 step 5: every 2xx goes upstream at once, even after another.
             if ctx.is_invite && !ctx.final_sent {
                 self.stats.dialogs_started += 1;
+                let callee_destination = ctx.branches[index].destination;
+                if let Some((id, caller, callee)) =
+                    dialog_parties(&ctx.request, &ctx.source, &response, callee_destination)
+                {
+                    self.dialogs.confirmed(now, id, caller, callee);
+                }
             }
+            let Some(ctx) = self.contexts.get_mut(&server) else { return };
             ctx.final_sent = true;
             let bytes = Bytes::from(forward::response(&response));
             let _ = self.table.send_response(now, &server, bytes, code);
@@ -684,6 +775,39 @@ impl Proxy {
     }
 }
 
+/// The two parties of a dialog a 2xx creates: the caller from the request as received,
+/// the callee from the response.
+fn dialog_parties(
+    request: &Message,
+    source: &Source,
+    response: &Message,
+    callee: Destination,
+) -> Option<(DialogId, Party, Party)> {
+    let from = request.first_value(HeaderName::From)?;
+    let to = response.first_value(HeaderName::To)?;
+    let tag = |v: &[u8]| NameAddr::parse(v).ok().and_then(|n| n.tag().map(|t| String::from_utf8_lossy(t).into_owned()));
+    let contact =
+        |m: &Message| m.first_value(HeaderName::Contact).and_then(|c| NameAddr::parse(&c).ok().map(|n| n.uri.to_vec()));
+    let id = DialogId {
+        call_id: String::from_utf8_lossy(&request.call_id()?).into_owned(),
+        caller_tag: tag(&from)?,
+        callee_tag: tag(&to)?,
+    };
+    let caller = Party {
+        identity: String::from_utf8_lossy(&from).into_owned(),
+        target: String::from_utf8_lossy(&contact(request)?).into_owned(),
+        destination: reply_destination(source, request),
+        cseq: request.cseq()?.0,
+    };
+    let callee = Party {
+        identity: String::from_utf8_lossy(&to).into_owned(),
+        target: String::from_utf8_lossy(&contact(response)?).into_owned(),
+        destination: callee,
+        cseq: 0,
+    };
+    Some((id, caller, callee))
+}
+
 /// Every branch we create starts with this, so our own Vias are recognisable.
 const OUR_BRANCH: &str = "z9hG4bKwt";
 
@@ -702,6 +826,12 @@ fn loop_hash(request: &Message) -> u64 {
             v.as_ref().hash(&mut h);
         }
     }
+    h.finish()
+}
+
+fn loop_hash_str(s: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
     h.finish()
 }
 

@@ -82,6 +82,9 @@ pub struct Registered {
     pub require_outbound: bool,
     /// Path values to echo (RFC 3327 §5.3).
     pub path: Vec<String>,
+    /// Flows this REGISTER replaced (old, new): the same instance and reg-id on a new
+    /// connection (RFC 5626 §6). Calls on the old flow should follow.
+    pub replaced_flows: Vec<(FlowId, FlowId)>,
 }
 
 #[derive(Debug)]
@@ -166,11 +169,18 @@ impl Registrar {
                 }
             }
             self.store.replace(&aor, Vec::new());
-            return Ok(Registered { aor, contacts: Vec::new(), require_outbound: false, path });
+            return Ok(Registered {
+                aor,
+                contacts: Vec::new(),
+                require_outbound: false,
+                path,
+                replaced_flows: Vec::new(),
+            });
         }
 
         let contacts = elements.iter().map(|e| read_contact(e)).collect::<Result<Vec<_>, _>>()?;
         let mut require_outbound = false;
+        let mut replaced_flows = Vec::new();
         for contact in contacts {
             let expires = contact.expires.or(header_expires).unwrap_or(self.config.default_expires);
             if expires != 0 && expires < self.config.min_expires {
@@ -188,6 +198,11 @@ impl Registrar {
                 let b = &current[i];
                 if b.call_id == call_id && cseq <= b.cseq {
                     return Err(RegisterError::OutOfOrder);
+                }
+                if let (Some(old), Some(new), Some(_)) = (b.flow, source.flow, reg_id)
+                    && old != new
+                {
+                    replaced_flows.push((old, new));
                 }
                 current.remove(i);
             }
@@ -216,7 +231,7 @@ impl Registrar {
         }
         let contacts = current.iter().map(|b| with_expires(&b.contact, b.remaining(now).as_secs())).collect();
         self.store.replace(&aor, current);
-        Ok(Registered { aor, contacts, require_outbound, path })
+        Ok(Registered { aor, contacts, require_outbound, path, replaced_flows })
     }
 
     /// Live bindings of an AOR (`user@domain`), best q first.
@@ -568,7 +583,8 @@ mod tests {
         r.register(now, &register("c1", 1, &[JSSIP], sup), &ws(1), "alice").unwrap();
         // JsSIP reconnects: new WebSocket, new Call-ID, new random contact user, same instance.
         let moved = JSSIP.replace("u5ve0fk9@df7jal23ls0d", "zz9@newhost");
-        r.register(now, &register("c2", 1, &[&moved], sup), &ws(2), "alice").unwrap();
+        let ok = r.register(now, &register("c2", 1, &[&moved], sup), &ws(2), "alice").unwrap();
+        assert_eq!(ok.replaced_flows, vec![(FlowId(1), FlowId(2))], "calls on flow 1 should follow");
         let bindings = r.lookup("alice@localhost", now);
         assert_eq!(bindings.len(), 1);
         assert_eq!(bindings[0].flow, Some(FlowId(2)));

@@ -29,6 +29,8 @@ pub struct Ua {
     /// Our contact URI, as registered.
     pub contact: String,
     pub sent_by: String,
+    /// `+sip.instance` for RFC 5626 outbound registration (with reg-id 1).
+    pub instance: Option<String>,
     counter: u32,
 }
 
@@ -59,6 +61,7 @@ impl Ua {
             transport: "UDP",
             contact: format!("sip:{user}@{local}"),
             sent_by: local.to_string(),
+            instance: None,
             counter: 0,
         }
     }
@@ -73,6 +76,7 @@ impl Ua {
             transport: "WS",
             contact: format!("sip:{user}@{host};transport=ws"),
             sent_by: host,
+            instance: None,
             counter: 0,
         }
     }
@@ -133,9 +137,11 @@ impl Ua {
             let text = format!(
                 "REGISTER sip:localhost SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
                  From: <sip:{u}@localhost>;tag={call_id}\r\nTo: <sip:{u}@localhost>\r\nCall-ID: {call_id}\r\n\
-                 CSeq: {cseq} REGISTER\r\nContact: <{}>\r\nExpires: 600\r\n{}Content-Length: 0\r\n\r\n",
+                 CSeq: {cseq} REGISTER\r\nContact: <{}>{}\r\nExpires: 600\r\nSupported: outbound, path\r\n\
+                 {}Content-Length: 0\r\n\r\n",
                 self.via(&branch),
                 self.contact,
+                self.instance.as_ref().map(|i| format!(";reg-id=1;+sip.instance=\"<{i}>\"")).unwrap_or_default(),
                 auth.as_ref().map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default(),
                 u = self.user,
             );
