@@ -170,6 +170,13 @@ fn engine_config(config: &Config) -> EngineConfig {
             block_time: registrar.auth_block_time,
             ..AuthConfig::default()
         },
+        timers: crate::transaction::TimerConfig { t1: config.proxy.t1, t2: config.proxy.t2, t4: config.proxy.t4 },
+        proxy: crate::engine::ProxySettings {
+            timer_c: config.proxy.timer_c,
+            max_call_duration: config.proxy.max_call_duration,
+            bye_on_flow_loss: config.proxy.bye_on_flow_loss,
+            max_transactions: config.proxy.max_transactions,
+        },
         ..EngineConfig::default()
     }
 }

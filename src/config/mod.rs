@@ -35,6 +35,7 @@ pub struct Config {
     pub websocket: WebSocket,
     pub limits: Limits,
     pub registrar: Registrar,
+    pub proxy: Proxy,
     pub log: Log,
     /// Which layer set each key, so that [`Config::validate`] can point at it.
     #[serde(skip)]
@@ -136,6 +137,31 @@ pub struct Registrar {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// RFC 3261 T1, the round-trip estimate: UDP retransmissions start here and
+    /// transactions time out after 64·T1.
+    #[serde(with = "humantime_serde")]
+    pub t1: Duration,
+    /// RFC 3261 T2: the longest gap between retransmissions.
+    #[serde(with = "humantime_serde")]
+    pub t2: Duration,
+    /// RFC 3261 T4: how long the network may hold a message.
+    #[serde(with = "humantime_serde")]
+    pub t4: Duration,
+    /// RFC 3261 Timer C: how long a call may ring before the branch is cancelled.
+    #[serde(with = "humantime_serde")]
+    pub timer_c: Duration,
+    /// A call longer than this is ended with a BYE to both sides.
+    #[serde(with = "humantime_serde")]
+    pub max_call_duration: Duration,
+    /// When a browser's WebSocket dies mid-call, send the other side a BYE.
+    pub bye_on_flow_loss: bool,
+    /// Transactions in progress; past it new requests get 503.
+    pub max_transactions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Log {
     /// A `tracing_subscriber::EnvFilter` directive such as `info` or `webtrunk=debug`.
     pub level: String,
@@ -224,6 +250,20 @@ impl Registrar {
     /// The digest realm in force.
     pub fn realm<'a>(&'a self, server: &'a Server) -> &'a str {
         self.realm.as_deref().or(server.domains.first().map(String::as_str)).unwrap_or("localhost")
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            timer_c: Duration::from_secs(180),
+            max_call_duration: Duration::from_secs(6 * 3600),
+            bye_on_flow_loss: true,
+            max_transactions: 100_000,
+        }
     }
 }
 

@@ -94,6 +94,25 @@ impl Config {
                 problems.push(ConfigError::ZeroDuration { place: at(key) });
             }
         }
+        for (key, duration) in [
+            ("proxy.t1", self.proxy.t1),
+            ("proxy.t2", self.proxy.t2),
+            ("proxy.t4", self.proxy.t4),
+            ("proxy.timer_c", self.proxy.timer_c),
+            ("proxy.max_call_duration", self.proxy.max_call_duration),
+        ] {
+            if duration.is_zero() {
+                problems.push(ConfigError::ZeroDuration { place: at(key) });
+            }
+        }
+        if self.proxy.max_transactions == 0 {
+            problems.push(ConfigError::OutOfRange {
+                place: at("proxy.max_transactions"),
+                value: 0,
+                min: 1,
+                max: usize::MAX,
+            });
+        }
         if registrar.max_expires < registrar.min_expires {
             problems.push(ConfigError::ExpiryOrder {
                 place: at("registrar.max_expires"),

@@ -64,6 +64,28 @@ pub struct EngineConfig {
     pub timers: TimerConfig,
     /// Our bound listeners (port 0 resolved): Via, Record-Route and own-route checks.
     pub listen: Vec<(TransportKind, SocketAddr)>,
+    pub proxy: ProxySettings,
+}
+
+/// The proxy's knobs that come from the configuration.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub timer_c: Duration,
+    pub max_call_duration: Duration,
+    pub bye_on_flow_loss: bool,
+    pub max_transactions: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        let d = ProxyConfig::default();
+        Self {
+            timer_c: d.timer_c,
+            max_call_duration: d.max_dialog_duration,
+            bye_on_flow_loss: d.bye_on_flow_loss,
+            max_transactions: d.max_transactions,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -76,6 +98,7 @@ impl Default for EngineConfig {
             auth: AuthConfig::default(),
             timers: TimerConfig::default(),
             listen: Vec::new(),
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -251,6 +274,10 @@ impl Engine {
             timers: config.timers,
             listen: config.listen.clone(),
             server_name: config.server_name.clone(),
+            timer_c: config.proxy.timer_c,
+            max_dialog_duration: config.proxy.max_call_duration,
+            bye_on_flow_loss: config.proxy.bye_on_flow_loss,
+            max_transactions: config.proxy.max_transactions,
             ..ProxyConfig::default()
         };
         let proxy = Proxy::new(proxy_config, entropy.bytes::<32>());
