@@ -40,13 +40,10 @@ impl Local {
             .filter_map(|b| {
                 let (destination, kind, local, flow) = match b.flow.and_then(|f| self.flows.get(&f).map(|v| (f, *v))) {
                     Some((flow, (kind, local, _))) => (Destination::Flow(flow), kind, local, Some(flow)),
-                    // A UDP device is reached where its REGISTER came from (RFC 3581).
-                    None if b.transport == TransportKind::Udp => (
-                        Destination::Datagram { local: b.local, remote: b.received },
-                        TransportKind::Udp,
-                        b.local,
-                        None,
-                    ),
+                    None if b.transport == TransportKind::Udp => {
+                        let remote = udp_target(&b.uri, b.received);
+                        (Destination::Datagram { local: b.local, remote }, TransportKind::Udp, b.local, None)
+                    }
                     // A connection that is gone cannot be dialled back (browsers never are).
                     None => return None,
                 };
@@ -96,5 +93,32 @@ impl Local {
             return Err(RequestError::Impersonation);
         }
         Ok(())
+    }
+}
+
+/// Where a UDP device is reached. A Contact naming the address its REGISTER came from is
+/// taken at its word (a device may listen on another port than it sends from); any other
+/// Contact is behind NAT or unresolvable, so the packet source is used (RFC 3581): the
+/// one address a device behind NAT can be reached at.
+fn udp_target(contact: &str, received: std::net::SocketAddr) -> std::net::SocketAddr {
+    match Uri::parse(contact.as_bytes()) {
+        Ok(Uri::Sip(uri)) if uri.host == Host::Ip(received.ip()) => {
+            std::net::SocketAddr::new(received.ip(), uri.port.unwrap_or(5060))
+        }
+        _ => received,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::udp_target;
+
+    #[test]
+    fn contact_is_used_unless_nat_is_evident() {
+        let src = "203.0.113.5:40000".parse().unwrap();
+        assert_eq!(udp_target("sip:bob@203.0.113.5:5070", src), "203.0.113.5:5070".parse().unwrap());
+        assert_eq!(udp_target("sip:bob@203.0.113.5", src), "203.0.113.5:5060".parse().unwrap());
+        assert_eq!(udp_target("sip:bob@10.0.0.7:5060", src), src, "private address behind NAT");
+        assert_eq!(udp_target("sip:bob@phone.example.com", src), src);
     }
 }
