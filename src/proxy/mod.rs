@@ -663,7 +663,7 @@ impl Proxy {
                         self.on_branch_response(now, &key, timeout);
                     }
                 }
-                Output::Timeout => tracing::debug!(%key, "server transaction timed out (no ACK)"),
+                Output::Timeout => tracing::debug!(%key, "server transaction ended: no ACK in time, or its flow closed"),
                 Output::Ack(ack) => {
                     if let Ok(target) = self.route_in_dialog(&ack, policy) {
                         self.send_stateless(&ack, target);
