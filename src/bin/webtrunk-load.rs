@@ -1,6 +1,7 @@
 //! `webtrunk-load`: a SIP-over-WebSocket load generator for webtrunk, on loopback only.
 //!
-//! `hold` opens many connections (100,000 on a 2-core box), registers or pings each
+//! `hold` opens many connections (sized for 100,000 on a 2-core box: one task and
+//! about 7 KiB per ws client, 16 KiB per wss client), registers or pings each
 //! once and keeps them open, answering the server's pings; it is what the memory per
 //! connection is measured with. `rate` keeps a few connections busy with requests back
 //! to back and reports throughput and latency. Each run is bounded by its counts and

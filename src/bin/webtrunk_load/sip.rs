@@ -66,8 +66,8 @@ impl Ua {
         format!("{}{attempt:x}", hex::encode(&self.seed[..8]))
     }
 
-    /// A REGISTER like JsSIP's: outbound (RFC 5626) contact over a `.invalid` host.
-    /// `attempt` makes the branch unique when the same CSeq is never reused.
+    /// A REGISTER like JsSIP's: outbound (RFC 5626) contact over a `.invalid` host. The
+    /// branch is made of the client's tag and `cseq`, which never repeats on a client.
     pub(crate) fn register(&self, profile: &Profile, cseq: u32, authorization: Option<&str>) -> String {
         let user = self.user(profile);
         let domain = &profile.domain;
