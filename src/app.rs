@@ -72,6 +72,7 @@ impl Server {
             ping_interval: config.websocket.ping_interval,
             idle_timeout: config.websocket.idle_timeout,
         };
+        warn_if_file_limit_too_low(config.limits.max_connections);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listeners = transport::listen(&listen, limits, tls, ws, events_tx, shutdown_rx.clone()).await?;
@@ -195,6 +196,28 @@ fn restore_bindings(engine: &mut Engine, path: &std::path::Path) {
     match engine.restore(clock::now(), &bytes) {
         Ok(n) => tracing::info!(bindings = n, path = %path.display(), "restored bindings"),
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "saved bindings are not readable; starting empty"),
+    }
+}
+
+/// Every connection is a file descriptor: a cap above the process's open-file limit
+/// would fail at accept() under load instead of at the configured bound.
+fn warn_if_file_limit_too_low(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok());
+    // Sockets for listeners, the state file and logs need a few more.
+    const SPARE: usize = 64;
+    if let Some(soft) = soft
+        && soft < max_connections + SPARE
+    {
+        tracing::warn!(
+            open_files = soft,
+            max_connections,
+            "the open-file limit is below limits.max_connections; raise it (LimitNOFILE= in the unit, ulimit -n) or lower the cap"
+        );
     }
 }
 

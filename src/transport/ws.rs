@@ -100,7 +100,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: Connection, s
             }
         }
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)));
     let socket = match tokio::time::timeout(conn.shared.limits.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -113,7 +113,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: Connection, s
         }
     };
     let Some((flow, mut commands)) = conn.open().await else { return };
-    let reason = pump(&conn, flow, socket, &mut commands, policy).await;
+    let reason = Box::pin(pump(&conn, flow, socket, &mut commands, policy)).await;
     conn.closed(flow, reason).await;
 }
 
