@@ -49,6 +49,7 @@ async fn browser_calls_a_desk_phone_and_the_phone_hangs_up_over_the_browsers_flo
     assert_eq!(rr.len(), 2, "RFC 5658: one entry per side when the transport changes: {rr:?}");
     assert!(rr[0].contains("transport=udp") && rr[1].contains("transport=ws"), "{rr:?}");
     assert_eq!(invite.body(), b"v=0\n");
+    assert!(invite.header(HeaderName::ProxyAuthorization).is_none(), "our realm's credentials are consumed (§22.3)");
 
     bob.respond(&invite, 180, "bobtag").await;
     let ringing = alice.recv().await;
@@ -176,6 +177,7 @@ async fn forking_rings_every_device_and_cancels_the_others_on_answer() {
     }
     let cancel = desk.recv().await;
     assert_eq!(method(&cancel), Some(Method::Cancel), "the other branch is cancelled");
+    assert_eq!(header(&cancel, HeaderName::Reason), "SIP;cause=200;text=\"Call completed elsewhere\"");
     desk.respond(&cancel, 200, "desk").await;
     desk.respond(&to_desk, 487, "desk").await;
     assert_eq!(method(&desk.recv().await), Some(Method::Ack));

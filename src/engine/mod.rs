@@ -278,6 +278,7 @@ impl Engine {
             max_dialog_duration: config.proxy.max_call_duration,
             bye_on_flow_loss: config.proxy.bye_on_flow_loss,
             max_transactions: config.proxy.max_transactions,
+            realm: Some(config.auth.realm.clone()),
             ..ProxyConfig::default()
         };
         let proxy = Proxy::new(proxy_config, entropy.bytes::<32>());

@@ -19,6 +19,9 @@ pub struct RequestEdit {
     pub record_route: Vec<String>,
     /// Route values to put first after popping: a binding's Path or an outbound proxy.
     pub push_routes: Vec<String>,
+    /// Proxy-Authorization credentials for this realm are ours and consumed (RFC 3261
+    /// §22.3): the callee, or a carrier, never sees a caller's digest.
+    pub consume_realm: Option<String>,
 }
 
 /// The forwarded request as bytes.
@@ -75,6 +78,7 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
                 }
                 push_raw(&mut out, message.raw_line(header));
             }
+            HeaderName::ProxyAuthorization if consumed(&message.value(header), edit.consume_realm.as_deref()) => {}
             HeaderName::ContentLength => {}
             _ => push_raw(&mut out, message.raw_line(header)),
         }
@@ -118,9 +122,15 @@ pub fn response(message: &Message) -> Vec<u8> {
     out
 }
 
+fn consumed(credentials: &[u8], realm: Option<&str>) -> bool {
+    let Some(realm) = realm else { return false };
+    super::digest::parse_credentials(credentials).is_ok_and(|c| c.realm == realm)
+}
+
 /// The CANCEL for an INVITE we sent (§9.1): its Request-URI, top Via, Route, Call-ID,
-/// From, To and CSeq number, method CANCEL.
-pub fn cancel(invite: &Message) -> Vec<u8> {
+/// From, To and CSeq number, method CANCEL; with a Reason (RFC 3326) when given, e.g.
+/// `SIP;cause=200;text="Call completed elsewhere"` for the losing branches of a fork.
+pub fn cancel(invite: &Message, reason: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"CANCEL ");
     push_clean(&mut out, invite.request_uri().unwrap_or_default());
@@ -139,6 +149,9 @@ pub fn cancel(invite: &Message) -> Vec<u8> {
     }
     if let Some((number, _)) = invite.cseq() {
         push_field(&mut out, "CSeq", &format!("{number} CANCEL"));
+    }
+    if let Some(reason) = reason {
+        push_field(&mut out, "Reason", reason);
     }
     finish(&mut out, b"");
     out
@@ -201,6 +214,7 @@ mod tests {
             pop_routes: 1,
             record_route: vec!["<sip:ft1@127.0.0.1:5060;lr>".into(), "<sip:ft2@127.0.0.1:8080;transport=ws;lr>".into()],
             push_routes: vec![],
+            consume_realm: None,
         };
         let out = String::from_utf8(request(&m, &edit)).unwrap();
         assert_eq!(
@@ -236,6 +250,23 @@ mod tests {
     }
 
     #[test]
+    fn our_realms_credentials_are_consumed_and_others_kept() {
+        let m = parse(
+            "INVITE sip:b@h SIP/2.0\r\nProxy-Authorization: Digest username=\"a\", realm=\"ours\", nonce=\"n\", \
+             uri=\"sip:b@h\", response=\"r\"\r\nProxy-Authorization: Digest username=\"a\", realm=\"theirs\", \
+             nonce=\"n\", uri=\"sip:b@h\", response=\"r\"\r\n\r\n",
+        );
+        let edit = RequestEdit {
+            via: "v".into(),
+            max_forwards: 9,
+            consume_realm: Some("ours".into()),
+            ..RequestEdit::default()
+        };
+        let out = String::from_utf8(request(&m, &edit)).unwrap();
+        assert!(!out.contains("realm=\"ours\"") && out.contains("realm=\"theirs\""), "{out}");
+    }
+
+    #[test]
     fn popping_routes_spans_fields() {
         let m = parse("BYE sip:a@h SIP/2.0\r\nRoute: <sip:r1;lr>\r\nRoute: <sip:r2;lr>, <sip:r3;lr>\r\n\r\n");
         let edit = RequestEdit { via: "v".into(), max_forwards: 9, pop_routes: 2, ..RequestEdit::default() };
@@ -250,7 +281,7 @@ mod tests {
              Route: <sip:r;lr>\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\n\
              Content-Type: application/sdp\r\nContent-Length: 3\r\n\r\nv=0",
         );
-        let out = String::from_utf8(cancel(&m)).unwrap();
+        let out = String::from_utf8(cancel(&m, None)).unwrap();
         assert_eq!(
             out,
             "CANCEL sip:b@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP us;branch=z9hG4bKo\r\nRoute: <sip:r;lr>\r\n\

@@ -47,6 +47,8 @@ pub struct ProxyConfig {
     pub max_dialogs: usize,
     /// When a party's flow dies mid-call, send the other party a BYE.
     pub bye_on_flow_loss: bool,
+    /// Our digest realm: Proxy-Authorization for it is consumed, not forwarded.
+    pub realm: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +62,7 @@ impl Default for ProxyConfig {
             max_dialog_duration: Duration::from_secs(6 * 3600),
             max_dialogs: 100_000,
             bye_on_flow_loss: true,
+            realm: None,
         }
     }
 }
@@ -503,6 +506,7 @@ impl Proxy {
                 pop_routes: target.pop_routes,
                 record_route: rr,
                 push_routes: target.routes.clone(),
+                consume_realm: self.config.realm.clone(),
             };
             let bytes = Bytes::from(forward::request(&request, &edit));
             let Ok(forwarded) =
@@ -575,6 +579,11 @@ impl Proxy {
 
     /// §9.1 for one branch: CANCEL now if it rang, or as soon as it does.
     fn cancel_branch(&mut self, now: Instant, server: &TransactionKey, branch: &TransactionKey) {
+        let answered = self.contexts.get(server).is_some_and(|c| {
+            c.branches.iter().any(|b| matches!(b.state, BranchState::Done(code) if (200..300).contains(&code)))
+        });
+        // RFC 3326: the other tabs and phones learn the call was answered elsewhere.
+        let reason = answered.then_some("SIP;cause=200;text=\"Call completed elsewhere\"");
         let Some(b) = self.contexts.get_mut(server).and_then(|c| c.branches.iter_mut().find(|b| &b.key == branch))
         else {
             return;
@@ -586,7 +595,7 @@ impl Proxy {
                 b.timer_c = None;
                 let destination = b.destination;
                 let Some(invite) = self.table.get(branch).map(|t| t.request().clone()) else { return };
-                let bytes = Bytes::from(forward::cancel(&invite));
+                let bytes = Bytes::from(forward::cancel(&invite, reason));
                 let Ok(cancel) =
                     Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
                 else {
@@ -619,6 +628,7 @@ impl Proxy {
             pop_routes: target.pop_routes,
             record_route: Vec::new(),
             push_routes: target.routes,
+            consume_realm: self.config.realm.clone(),
         };
         self.transmits.push_back(Transmit {
             destination: target.destination,
@@ -663,7 +673,9 @@ impl Proxy {
                         self.on_branch_response(now, &key, timeout);
                     }
                 }
-                Output::Timeout => tracing::debug!(%key, "server transaction ended: no ACK in time, or its flow closed"),
+                Output::Timeout => {
+                    tracing::debug!(%key, "server transaction ended: no ACK in time, or its flow closed")
+                }
                 Output::Ack(ack) => {
                     if let Ok(target) = self.route_in_dialog(&ack, policy) {
                         self.send_stateless(&ack, target);
