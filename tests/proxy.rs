@@ -262,3 +262,21 @@ async fn a_call_follows_the_browser_to_its_new_websocket() {
     assert_eq!(status(&bob.recv().await), 200);
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_strict_routing_phone_still_reaches_the_browser() {
+    let (server, _config) = server("proxy-strict").await;
+    let (mut alice, mut bob, rr, bob_dialog, _sent) = call_in_progress(&server).await;
+    // RFC 2543 strict routing: the first route entry becomes the Request-URI and the
+    // remote target goes last in Route (§16.4 compatibility).
+    let first = rr[0].trim_matches(['<', '>']).to_string();
+    let route = vec![rr[1].clone(), format!("<{}>", alice.contact)];
+    bob.in_dialog("BYE", &first, &route, &bob_dialog, 1).await;
+    let bye = alice.recv().await;
+    assert_eq!(method(&bye), Some(Method::Bye));
+    assert_eq!(bye.request_uri().unwrap(), alice.contact.as_bytes(), "the target is back in the Request-URI");
+    assert!(all(&bye, HeaderName::Route).is_empty(), "{}", String::from_utf8_lossy(bye.as_bytes()));
+    alice.respond(&bye, 200, "unused").await;
+    assert_eq!(status(&bob.recv().await), 200);
+    server.shutdown(Duration::from_secs(2)).await;
+}

@@ -47,7 +47,16 @@ impl Local {
                     // A connection that is gone cannot be dialled back (browsers never are).
                     None => return None,
                 };
-                Some(Target { uri: Some(b.uri), destination, kind, local, flow, routes: b.path, pop_routes: 0 })
+                Some(Target {
+                    uri: Some(b.uri),
+                    destination,
+                    kind,
+                    local,
+                    flow,
+                    routes: b.path,
+                    pop_routes: 0,
+                    strict: false,
+                })
             })
             .collect();
         if targets.is_empty() {

@@ -22,6 +22,9 @@ pub struct RequestEdit {
     /// Proxy-Authorization credentials for this realm are ours and consumed (RFC 3261
     /// §22.3): the callee, or a carrier, never sees a caller's digest.
     pub consume_realm: Option<String>,
+    /// Remove the last Route element too: it became the Request-URI (strict-route
+    /// compatibility, §16.4).
+    pub drop_last_route: bool,
 }
 
 /// The forwarded request as bytes.
@@ -41,6 +44,10 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
     push_field(&mut out, "Via", &edit.via);
 
     let mut to_pop = edit.pop_routes;
+    // The index (among all Route elements) of the one to drop from the bottom, if any.
+    let total_routes = message.list(HeaderName::Route).len();
+    let drop_index = edit.drop_last_route.then(|| total_routes.checked_sub(1)).flatten();
+    let mut route_index = 0;
     let mut routes_pushed = edit.push_routes.is_empty();
     let mut record_routed = edit.record_route.is_empty();
     let mut max_forwards_written = false;
@@ -55,19 +62,23 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
                     push_list(&mut out, "Route", &edit.push_routes);
                     routes_pushed = true;
                 }
-                if to_pop == 0 {
+                let value = message.value(header);
+                let elements: Vec<&[u8]> = grammar::comma_elements(&value).collect();
+                let first = route_index;
+                route_index += elements.len();
+                let untouched = to_pop == 0 && drop_index.is_none_or(|d| d < first || d >= route_index);
+                if untouched {
                     push_raw(&mut out, message.raw_line(header));
                     continue;
                 }
-                let value = message.value(header);
-                let elements: Vec<&[u8]> = grammar::comma_elements(&value).collect();
-                let keep = elements.len().saturating_sub(to_pop);
-                to_pop -= elements.len() - keep;
-                if keep > 0 {
-                    let rest: Vec<String> = elements[elements.len() - keep..]
-                        .iter()
-                        .map(|e| String::from_utf8_lossy(e).into_owned())
-                        .collect();
+                let rest: Vec<String> = elements
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| first + i >= edit.pop_routes && Some(first + i) != drop_index)
+                    .map(|(_, e)| String::from_utf8_lossy(e).into_owned())
+                    .collect();
+                to_pop = to_pop.saturating_sub(elements.len());
+                if !rest.is_empty() {
                     push_field(&mut out, "Route", &rest.join(", "));
                 }
             }
@@ -215,6 +226,7 @@ mod tests {
             record_route: vec!["<sip:ft1@127.0.0.1:5060;lr>".into(), "<sip:ft2@127.0.0.1:8080;transport=ws;lr>".into()],
             push_routes: vec![],
             consume_realm: None,
+            drop_last_route: false,
         };
         let out = String::from_utf8(request(&m, &edit)).unwrap();
         assert_eq!(
@@ -264,6 +276,25 @@ mod tests {
         };
         let out = String::from_utf8(request(&m, &edit)).unwrap();
         assert!(!out.contains("realm=\"ours\"") && out.contains("realm=\"theirs\""), "{out}");
+    }
+
+    #[test]
+    fn strict_route_compatibility_drops_the_last_route() {
+        let m = parse("BYE sip:wt@us;lr SIP/2.0\r\nRoute: <sip:r1;lr>, <sip:r2;lr>\r\nRoute: <sip:target@h>\r\n\r\n");
+        let edit = RequestEdit {
+            request_uri: Some("sip:target@h".into()),
+            via: "v".into(),
+            max_forwards: 9,
+            pop_routes: 1,
+            drop_last_route: true,
+            ..RequestEdit::default()
+        };
+        let out = String::from_utf8(request(&m, &edit)).unwrap();
+        assert!(out.starts_with("BYE sip:target@h SIP/2.0\r\n"), "{out}");
+        assert!(
+            out.contains("Route: <sip:r2;lr>\r\n") && !out.contains("r1") && !out.contains("<sip:target@h>"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct Target {
     pub routes: Vec<String>,
     /// Route elements to remove from the top (ours, §16.4).
     pub pop_routes: usize,
+    /// The previous hop strict-routed: the last Route element became the Request-URI and
+    /// is removed (§16.4).
+    pub strict: bool,
 }
 
 /// A response the proxy sends itself, built from the request.
@@ -392,9 +395,19 @@ impl Proxy {
     /// Routes a request by the Route set we recorded: our entries are popped, and the
     /// last of them (the one facing the next hop) says which flow to use, if any.
     fn route_in_dialog(&self, request: &Message, policy: &dyn RoutingPolicy) -> Result<Target, LocalReply> {
-        let routes = request.list(HeaderName::Route);
-        let mut popped = 0;
+        let mut routes = request.list(HeaderName::Route);
         let mut facing: Option<OwnRoute> = None;
+        // §16.4 strict-route compatibility: a strict router put our Record-Route URI in the
+        // Request-URI; the real target is the last Route element.
+        let mut new_uri = None;
+        if let Some(own) = request.request_uri().and_then(|u| self.tokens.own_route(u, &self.config.listen))
+            && let Some(last) = routes.pop()
+        {
+            facing = Some(own);
+            new_uri = NameAddr::parse(&last).ok().map(|n| String::from_utf8_lossy(n.uri).into_owned());
+        }
+        let strict = new_uri.is_some();
+        let mut popped = 0;
         for element in &routes {
             match self.tokens.own_route(element, &self.config.listen) {
                 Some(own) => {
@@ -414,19 +427,21 @@ impl Proxy {
                 return Err(LocalReply::new(430));
             };
             return Ok(Target {
-                uri: None,
+                uri: new_uri,
                 destination: Destination::Flow(flow),
                 kind,
                 local,
                 flow: Some(flow),
                 routes: Vec::new(),
                 pop_routes: popped,
+                strict,
             });
         }
         // The next hop is the next Route entry, or the Request-URI: a UDP peer by address.
-        let next = match routes.get(popped) {
-            Some(element) => NameAddr::parse(element).ok().map(|n| n.uri.to_vec()),
-            None => request.request_uri().map(<[u8]>::to_vec),
+        let next = match (routes.get(popped), &new_uri) {
+            (Some(element), _) => NameAddr::parse(element).ok().map(|n| n.uri.to_vec()),
+            (None, Some(uri)) => Some(uri.as_bytes().to_vec()),
+            (None, None) => request.request_uri().map(<[u8]>::to_vec),
         };
         let next = next.and_then(|uri| Uri::parse(&uri).ok()).and_then(|u| u.as_sip().cloned());
         let Some(next) = next else { return Err(LocalReply::with_reason(400, "No Next Hop")) };
@@ -444,6 +459,7 @@ impl Proxy {
             flow: None,
             routes: Vec::new(),
             pop_routes: popped,
+            strict,
         })
     }
 
@@ -507,6 +523,7 @@ impl Proxy {
                 record_route: rr,
                 push_routes: target.routes.clone(),
                 consume_realm: self.config.realm.clone(),
+                drop_last_route: target.strict,
             };
             let bytes = Bytes::from(forward::request(&request, &edit));
             let Ok(forwarded) =
@@ -629,6 +646,7 @@ impl Proxy {
             record_route: Vec::new(),
             push_routes: target.routes,
             consume_realm: self.config.realm.clone(),
+            drop_last_route: target.strict,
         };
         self.transmits.push_back(Transmit {
             destination: target.destination,
