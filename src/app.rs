@@ -169,7 +169,11 @@ fn engine_config(config: &Config) -> EngineConfig {
             max_failures: registrar.max_auth_failures,
             failure_window: registrar.auth_failure_window,
             block_time: registrar.auth_block_time,
-            ..AuthConfig::default()
+            algorithms: registrar
+                .digest_algorithms
+                .iter()
+                .filter_map(|a| crate::auth::Algorithm::from_token(a))
+                .collect(),
         },
         timers: crate::transaction::TimerConfig { t1: config.proxy.t1, t2: config.proxy.t2, t4: config.proxy.t4 },
         proxy: crate::engine::ProxySettings {

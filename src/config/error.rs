@@ -71,6 +71,8 @@ pub enum ConfigError {
     /// Two stream listeners would bind the same TCP port.
     #[error("{place}: {addr} is also bound by `{other}`")]
     AddressTaken { place: Place, addr: SocketAddr, other: &'static str },
+    #[error("{place}: `{name}` is not a digest algorithm we offer; use \"MD5\" and/or \"SHA-256\"")]
+    Algorithm { place: Place, name: String },
     #[error("{place}: {max:?} is below registrar.min_expires ({min:?})")]
     ExpiryOrder { place: Place, max: Duration, min: Duration },
     /// A problem inside the users file the key names; `reason` starts with that file's name.

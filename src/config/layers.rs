@@ -12,8 +12,16 @@ use config::{Environment, File, FileFormat, Map, Source, Value};
 use super::{Config, ConfigError, ENV_PREFIX, Origin, Place};
 
 /// Keys whose environment value is split at commas.
-const LIST_KEYS: [&str; 7] =
-    ["server.domains", "listen.udp", "listen.tcp", "listen.tls", "listen.ws", "listen.wss", "websocket.paths"];
+const LIST_KEYS: [&str; 8] = [
+    "server.domains",
+    "listen.udp",
+    "listen.tcp",
+    "listen.tls",
+    "listen.ws",
+    "listen.wss",
+    "websocket.paths",
+    "registrar.digest_algorithms",
+];
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct Provenance {

@@ -120,6 +120,14 @@ impl Config {
                 min: registrar.min_expires,
             });
         }
+        if registrar.digest_algorithms.is_empty() {
+            problems.push(ConfigError::Algorithm { place: at("registrar.digest_algorithms"), name: String::new() });
+        }
+        for name in &registrar.digest_algorithms {
+            if crate::auth::Algorithm::from_token(name).is_none() {
+                problems.push(ConfigError::Algorithm { place: at("registrar.digest_algorithms"), name: name.clone() });
+            }
+        }
         if registrar.max_contacts == 0 {
             problems.push(ConfigError::OutOfRange {
                 place: at("registrar.max_contacts"),
