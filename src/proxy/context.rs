@@ -11,7 +11,7 @@ use crate::transport::{Destination, Source};
 pub(super) struct Context {
     /// The request as received, for responses we build ourselves.
     pub(super) request: Message,
-    #[allow(dead_code)] // Kept for the dialog layer and logs.
+    /// Where it came from: the caller's side of a dialog it creates.
     pub(super) source: Source,
     pub(super) is_invite: bool,
     pub(super) branches: Vec<Branch>,
@@ -19,7 +19,6 @@ pub(super) struct Context {
     pub(super) best: Option<Message>,
     /// A final response went upstream; later non-2xx are dropped, 2xx still go.
     pub(super) final_sent: bool,
-    pub(super) cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -43,7 +42,7 @@ pub(super) enum BranchState {
 
 impl Context {
     pub(super) fn new(request: Message, source: Source, is_invite: bool) -> Self {
-        Self { request, source, is_invite, branches: Vec::new(), best: None, final_sent: false, cancelled: false }
+        Self { request, source, is_invite, branches: Vec::new(), best: None, final_sent: false }
     }
 
     /// Keeps `response` if it beats the best so far.

@@ -576,20 +576,19 @@ impl Proxy {
         if self.table.insert(key.clone(), destination, txn).is_err() {
             return;
         }
-        let invite = key.cancelled_invite();
-        let live = invite.as_ref().and_then(|k| self.contexts.get(k)).is_some_and(|c| !c.final_sent);
-        let Some(invite) = invite.filter(|_| live) else {
-            // §16.10: no matching transaction.
+        // §16.10: a matching response context gets 200 at once; its pending branches are
+        // cancelled unless a final response already went upstream.
+        let Some(invite) = key.cancelled_invite().filter(|k| self.contexts.contains_key(k)) else {
             self.reply_bytes(now, &key, &cancel, LocalReply::new(481));
             return;
         };
         self.reply_bytes(now, &key, &cancel, LocalReply::new(200));
+        if self.contexts.get(&invite).is_some_and(|c| c.final_sent) {
+            return;
+        }
         self.stats.cancelled += 1;
         let branches: Vec<TransactionKey> =
             self.contexts.get(&invite).map(|c| c.branches.iter().map(|b| b.key.clone()).collect()).unwrap_or_default();
-        if let Some(ctx) = self.contexts.get_mut(&invite) {
-            ctx.cancelled = true;
-        }
         for branch in branches {
             self.cancel_branch(now, &invite, &branch);
         }
