@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,41 +19,12 @@ use serde_json::Value;
 use webtrunk::config::Config;
 use webtrunk::transport::TransportKind;
 
-const USERS: &str = r#"
-[[user]]
-name = "alice"
-password = "alice-secret"
-
-[[user]]
-name = "bob"
-password = "bob-secret"
-"#;
-
 /// The Node script has a 15 s hard timeout of its own; this is the outer bound.
 const RUN_LIMIT: Duration = Duration::from_secs(25);
 
-fn node_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
-}
-
-fn check_installed() {
-    let dir = node_dir();
-    for package in ["jssip", "sip.js", "ws"] {
-        assert!(
-            dir.join("node_modules").join(package).is_dir(),
-            "npm package {package} is not installed: run `npm ci` in {} (scripts/test does this)",
-            dir.display()
-        );
-    }
-}
-
 /// A server on loopback whose registrar knows alice and bob.
 fn call_config(name: &str) -> Config {
-    let mut config = loopback_config(name);
-    let users = config.server.state_dir.join("users.toml");
-    std::fs::write(&users, USERS).unwrap();
-    config.registrar.users_file = Some(users);
-    config
+    config_with_users(name, ALICE_AND_BOB)
 }
 
 /// Lines of a JSON array of strings or objects, for a failure message.
@@ -73,7 +43,7 @@ fn lines(value: &Value) -> String {
 
 /// Runs one scenario of call_scenario.mjs against a fresh server; it must exit 0.
 async fn scenario(scenario: &str) {
-    check_installed();
+    check_node_packages(&["jssip", "sip.js", "ws"]);
     let config = call_config(&format!("call-{scenario}"));
     let server = start(&config).await;
     let url = format!("ws://127.0.0.1:{}", server.addr(TransportKind::Ws).unwrap().port());

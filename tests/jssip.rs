@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use webtrunk::transport::TransportKind;
-
-fn node_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
-}
 
 async fn jssip_options(url: &str, target: &str) -> (bool, String) {
     let dir = node_dir();

@@ -19,10 +19,7 @@ const USERS: &str = "[[user]]\nname = \"alice\"\npassword = \"alice-secret\"\n\
                      [[user]]\nname = \"carol\"\npassword = \"carol-secret\"\n";
 
 async fn server(name: &str) -> (webtrunk::app::Server, webtrunk::config::Config) {
-    let mut config = loopback_config(name);
-    let users = config.server.state_dir.join("users.toml");
-    std::fs::write(&users, USERS).unwrap();
-    config.registrar.users_file = Some(users);
+    let config = config_with_users(name, USERS);
     let server = start(&config).await;
     (server, config)
 }

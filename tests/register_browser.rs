@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,41 +18,12 @@ use tokio::process::{Child, ChildStderr, ChildStdin};
 use webtrunk::config::Config;
 use webtrunk::transport::TransportKind;
 
-const USERS: &str = r#"
-[[user]]
-name = "alice"
-password = "alice-secret"
-
-[[user]]
-name = "bob"
-password = "bob-secret"
-"#;
-
 /// Each Node run has a 15 s hard timeout of its own; this is the outer bound.
 const RUN_LIMIT: Duration = Duration::from_secs(25);
 
-fn node_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
-}
-
-fn check_installed() {
-    let dir = node_dir();
-    for package in ["jssip", "sip.js", "ws"] {
-        assert!(
-            dir.join("node_modules").join(package).is_dir(),
-            "npm package {package} is not installed: run `npm ci` in {} (scripts/test does this)",
-            dir.display()
-        );
-    }
-}
-
 /// A server on loopback whose registrar knows alice and bob.
 fn registrar_config(name: &str) -> Config {
-    let mut config = loopback_config(name);
-    let users = config.server.state_dir.join("users.toml");
-    std::fs::write(&users, USERS).unwrap();
-    config.registrar.users_file = Some(users);
-    config
+    config_with_users(name, ALICE_AND_BOB)
 }
 
 fn ws_url(server: &webtrunk::app::Server) -> String {
@@ -127,7 +97,7 @@ struct Client {
 
 impl Client {
     fn spawn(library: Library, url: &str, user: &str, password: &str, steps: &str) -> Self {
-        check_installed();
+        check_node_packages(&["jssip", "sip.js", "ws"]);
         let dir = node_dir();
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join(library.script()))

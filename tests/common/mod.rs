@@ -257,3 +257,33 @@ pub async fn raw_ws_until_close(tcp: &mut TcpStream, limit: Duration) -> (usize,
         }
     }
 }
+
+/// alice and bob with plain passwords, as the Node and proxy tests use them.
+pub const ALICE_AND_BOB: &str = "[[user]]\nname = \"alice\"\npassword = \"alice-secret\"\n\n\
+                                 [[user]]\nname = \"bob\"\npassword = \"bob-secret\"\n";
+
+/// [`loopback_config`] with a users file holding `users` (TOML `[[user]]` entries).
+pub fn config_with_users(name: &str, users: &str) -> Config {
+    let mut config = loopback_config(name);
+    let path = config.server.state_dir.join("users.toml");
+    std::fs::write(&path, users).unwrap();
+    config.registrar.users_file = Some(path);
+    config
+}
+
+/// Where the Node clients and their npm packages live.
+pub fn node_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
+/// Fails (never skips) when an npm package the test needs is missing.
+pub fn check_node_packages(packages: &[&str]) {
+    let dir = node_dir();
+    for package in packages {
+        assert!(
+            dir.join("node_modules").join(package).is_dir(),
+            "npm package {package} is not installed: run `npm ci` in {} (scripts/test does this)",
+            dir.display()
+        );
+    }
+}
