@@ -26,5 +26,6 @@ pub mod engine;
 pub mod message;
 pub mod proxy;
 pub mod registrar;
+pub mod routing;
 pub mod transaction;
 pub mod transport;

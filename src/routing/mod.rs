@@ -1,0 +1,1 @@
+//! L5: trunks, outbound rules, DIDs and health checks (being written).
