@@ -56,6 +56,7 @@ impl Local {
                     routes: b.path,
                     pop_routes: 0,
                     strict: false,
+                    failover_timeout: None,
                 })
             })
             .collect();

@@ -1,8 +1,10 @@
 //! The response context of one forwarded request (RFC 3261 §16.7): its branches and the
 //! best final response so far.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::Target;
 use crate::message::Message;
 use crate::transaction::TransactionKey;
 use crate::transport::{Destination, Source};
@@ -19,6 +21,8 @@ pub(super) struct Context {
     pub(super) best: Option<Message>,
     /// A final response went upstream; later non-2xx are dropped, 2xx still go.
     pub(super) final_sent: bool,
+    /// Failover targets not tried yet, in order.
+    pub(super) pending: VecDeque<Target>,
 }
 
 #[derive(Debug)]
@@ -30,6 +34,8 @@ pub(super) struct Branch {
     pub(super) timer_c: Option<Instant>,
     /// A CANCEL came before the branch rang: send it on the first provisional (§9.1).
     pub(super) cancel_when_ringing: bool,
+    /// Failover: abandon the branch if nothing (not even 1xx) came by then.
+    pub(super) failover_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +48,15 @@ pub(super) enum BranchState {
 
 impl Context {
     pub(super) fn new(request: Message, source: Source, is_invite: bool) -> Self {
-        Self { request, source, is_invite, branches: Vec::new(), best: None, final_sent: false }
+        Self {
+            request,
+            source,
+            is_invite,
+            branches: Vec::new(),
+            best: None,
+            final_sent: false,
+            pending: VecDeque::new(),
+        }
     }
 
     /// Keeps `response` if it beats the best so far.
@@ -59,7 +73,7 @@ impl Context {
 
 impl Branch {
     pub(super) fn new(key: TransactionKey, destination: Destination, timer_c: Option<Instant>) -> Self {
-        Self { key, destination, state: BranchState::Calling, timer_c, cancel_when_ringing: false }
+        Self { key, destination, state: BranchState::Calling, timer_c, cancel_when_ringing: false, failover_at: None }
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Target {
     /// The previous hop strict-routed: the last Route element became the Request-URI and
     /// is removed (§16.4).
     pub strict: bool,
+    /// With [`Decision::Failover`]: give up on this target when it has not answered even
+    /// provisionally within this time, instead of waiting for Timer B (32 s).
+    pub failover_timeout: Option<Duration>,
 }
 
 /// A response the proxy sends itself, built from the request.
@@ -111,6 +114,9 @@ pub enum Decision {
     Reply(LocalReply),
     /// Fork to every target in parallel. Empty means nobody can be reached: 480.
     Forward(Vec<Target>),
+    /// Try the targets one after another (trunk failover): the next one after a 408, a
+    /// 5xx, a timeout or a transport error; any other answer ends the search.
+    Failover(Vec<Target>),
 }
 
 /// The decision points of the proxy (pingora's `ProxyHttp`, repro's processors): what a
@@ -187,7 +193,11 @@ impl Proxy {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timer_c = self.contexts.values().flat_map(|c| c.branches.iter().filter_map(|b| b.timer_c)).min();
+        let timer_c = self
+            .contexts
+            .values()
+            .flat_map(|c| c.branches.iter().flat_map(|b| [b.timer_c, b.failover_at]).flatten())
+            .min();
         [self.table.poll_timeout(), timer_c, self.dialogs.next_expiry()].into_iter().flatten().min()
     }
 
@@ -207,6 +217,7 @@ impl Proxy {
             tracing::debug!(%branch, "Timer C fired; cancelling the branch");
             self.cancel_branch(now, &server, &branch);
         }
+        self.abandon_silent_branches(now);
         for dialog in self.dialogs.expired(now) {
             tracing::info!(call_id = %dialog.id.call_id, "maximum call duration reached; ending the call");
             self.send_bye(now, &dialog, Side::Caller, "max duration", policy);
@@ -319,10 +330,11 @@ impl Proxy {
         let decision = self.decide(now, &request, &source, policy);
         match decision {
             Decision::Reply(reply) => self.reply_bytes(now, &key, &request, reply),
-            Decision::Forward(targets) if targets.is_empty() => {
+            Decision::Forward(targets) | Decision::Failover(targets) if targets.is_empty() => {
                 self.reply_bytes(now, &key, &request, LocalReply::new(480));
             }
-            Decision::Forward(targets) => self.fork(now, key, request, source, targets),
+            Decision::Forward(targets) => self.fork(now, key, request, source, targets, false),
+            Decision::Failover(targets) => self.fork(now, key, request, source, targets, true),
         }
         self.drain(now, policy);
     }
@@ -368,11 +380,13 @@ impl Proxy {
         if exhausted && request.method() != Some(&Method::Options) {
             return Decision::Reply(LocalReply::new(483));
         }
+        let with_own = |targets: Vec<Target>| -> Vec<Target> {
+            targets.into_iter().map(|t| Target { pop_routes: t.pop_routes.max(own), ..t }).collect()
+        };
         match policy.route(now, request, source) {
-            Decision::Forward(_) if exhausted => Decision::Reply(LocalReply::new(483)),
-            Decision::Forward(targets) => Decision::Forward(
-                targets.into_iter().map(|t| Target { pop_routes: t.pop_routes.max(own), ..t }).collect(),
-            ),
+            Decision::Forward(_) | Decision::Failover(_) if exhausted => Decision::Reply(LocalReply::new(483)),
+            Decision::Forward(targets) => Decision::Forward(with_own(targets)),
+            Decision::Failover(targets) => Decision::Failover(with_own(targets)),
             reply => reply,
         }
     }
@@ -436,6 +450,7 @@ impl Proxy {
                 routes: Vec::new(),
                 pop_routes: popped,
                 strict,
+                failover_timeout: None,
             });
         }
         // The next hop is the next Route entry, or the Request-URI: a UDP peer by address.
@@ -461,6 +476,7 @@ impl Proxy {
             routes: Vec::new(),
             pop_routes: popped,
             strict,
+            failover_timeout: None,
         })
     }
 
@@ -486,8 +502,47 @@ impl Proxy {
         })
     }
 
-    fn fork(&mut self, now: Instant, key: TransactionKey, request: Message, source: Source, targets: Vec<Target>) {
+    /// Starts the branches of a new response context: all at once, or (`serial`) the
+    /// first, keeping the rest for failover.
+    fn fork(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        request: Message,
+        source: Source,
+        targets: Vec<Target>,
+        serial: bool,
+    ) {
         let is_invite = request.method() == Some(&Method::Invite);
+        let mut context = Context::new(request, source, is_invite);
+        let mut targets: std::collections::VecDeque<Target> = targets.into();
+        let first: Vec<Target> =
+            if serial { targets.pop_front().into_iter().collect() } else { targets.drain(..).collect() };
+        context.pending = targets;
+        self.contexts.insert(key.clone(), context);
+        let mut started = false;
+        for target in first {
+            started |= self.start_branch(now, &key, target);
+        }
+        while !started {
+            let Some(next) = self.contexts.get_mut(&key).and_then(|c| c.pending.pop_front()) else { break };
+            started = self.start_branch(now, &key, next);
+        }
+        if !started {
+            let request = self.contexts.get(&key).map(|c| c.request.clone());
+            if let Some(request) = request {
+                self.reply_bytes(now, &key, &request, LocalReply::with_reason(503, "No Branch Could Be Sent"));
+            }
+            return;
+        }
+        self.stats.forwarded += 1;
+    }
+
+    /// §16.6 for one target of the context under `key`: the forwarded copy, its client
+    /// transaction, its branch. `false` when it could not be sent.
+    fn start_branch(&mut self, now: Instant, key: &TransactionKey, target: Target) -> bool {
+        let Some(ctx) = self.contexts.get(key) else { return false };
+        let (request, source, is_invite) = (&ctx.request, ctx.source, ctx.is_invite);
         let record_route = matches!(request.method(), Some(Method::Invite | Method::Subscribe | Method::Refer))
             && request
                 .first_value(HeaderName::To)
@@ -497,77 +552,58 @@ impl Proxy {
             Some(Ok(n)) => n.saturating_sub(1),
             _ => 70,
         };
-        let loop_mark = loop_hash(&request);
-        let mut context = Context::new(request.clone(), source, is_invite);
-        for target in targets {
-            let branch = format!("{OUR_BRANCH}{loop_mark:016x}.{}", branch_suffix(&key, context.branches.len()));
-            let via = format!(
-                "SIP/2.0/{} {};branch={branch}{}",
-                target.kind.via_token(),
-                host_port(target.local),
-                if target.kind == TransportKind::Udp { ";rport" } else { "" }
-            );
-            let rr = if record_route {
-                // RFC 5658: one entry facing each side, each naming its side's flow.
-                vec![
-                    self.tokens.record_route(target.local, target.kind, target.flow),
-                    self.tokens.record_route(source.local, source.kind, source.flow),
-                ]
-            } else {
-                Vec::new()
-            };
-            let edit = RequestEdit {
-                request_uri: target.uri.clone(),
-                via,
-                max_forwards,
-                pop_routes: target.pop_routes,
-                record_route: rr,
-                push_routes: target.routes.clone(),
-                consume_realm: self.config.realm.clone(),
-                drop_last_route: target.strict,
-            };
-            let bytes = Bytes::from(forward::request(&request, &edit));
-            let Ok(forwarded) =
-                Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
-            else {
-                continue;
-            };
-            let Some(client) = client_key(&forwarded) else { continue };
-            let reliable = target.kind.is_connection();
-            let inserted = if is_invite {
-                self.table.insert(
-                    client.clone(),
-                    target.destination,
-                    ClientInvite::new(now, forwarded, reliable, self.config.timers),
-                )
-            } else {
-                self.table.insert(
-                    client.clone(),
-                    target.destination,
-                    ClientNonInvite::new(now, forwarded, reliable, self.config.timers),
-                )
-            };
-            if inserted.is_err() {
-                continue;
-            }
-            self.stats.branches += 1;
-            self.branches.insert(client.clone(), key.clone());
-            context.branches.push(Branch::new(
-                client,
-                target.destination,
-                is_invite.then(|| now + self.config.timer_c),
-            ));
+        let branch =
+            format!("{OUR_BRANCH}{:016x}.{}", loop_hash(request), branch_suffix(key, self.stats.branches as usize));
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch}{}",
+            target.kind.via_token(),
+            host_port(target.local),
+            if target.kind == TransportKind::Udp { ";rport" } else { "" }
+        );
+        let rr = if record_route {
+            // RFC 5658: one entry facing each side, each naming its side's flow.
+            vec![
+                self.tokens.record_route(target.local, target.kind, target.flow),
+                self.tokens.record_route(source.local, source.kind, source.flow),
+            ]
+        } else {
+            Vec::new()
+        };
+        let edit = RequestEdit {
+            request_uri: target.uri.clone(),
+            via,
+            max_forwards,
+            pop_routes: target.pop_routes,
+            record_route: rr,
+            push_routes: target.routes.clone(),
+            consume_realm: self.config.realm.clone(),
+            drop_last_route: target.strict,
+        };
+        let bytes = Bytes::from(forward::request(request, &edit));
+        let Ok(forwarded) = Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
+        else {
+            return false;
+        };
+        let Some(client) = client_key(&forwarded) else { return false };
+        let reliable = target.kind.is_connection();
+        let inserted = if is_invite {
+            let txn = ClientInvite::new(now, forwarded, reliable, self.config.timers);
+            self.table.insert(client.clone(), target.destination, txn)
+        } else {
+            let txn = ClientNonInvite::new(now, forwarded, reliable, self.config.timers);
+            self.table.insert(client.clone(), target.destination, txn)
+        };
+        if inserted.is_err() {
+            return false;
         }
-        if context.branches.is_empty() {
-            self.contexts.insert(key.clone(), context);
-            let request = self.contexts.get(&key).map(|c| c.request.clone());
-            if let Some(request) = request {
-                self.reply_bytes(now, &key, &request, LocalReply::with_reason(503, "No Branch Could Be Sent"));
-            }
-            return;
+        self.stats.branches += 1;
+        self.branches.insert(client.clone(), key.clone());
+        let mut branch = Branch::new(client, target.destination, is_invite.then(|| now + self.config.timer_c));
+        branch.failover_at = target.failover_timeout.map(|t| now + t);
+        if let Some(ctx) = self.contexts.get_mut(key) {
+            ctx.branches.push(branch);
         }
-        self.stats.forwarded += 1;
-        self.contexts.insert(key, context);
+        true
     }
 
     fn handle_cancel(&mut self, now: Instant, key: TransactionKey, cancel: Message, source: Source) {
@@ -583,6 +619,10 @@ impl Proxy {
             return;
         };
         self.reply_bytes(now, &key, &cancel, LocalReply::new(200));
+        if let Some(ctx) = self.contexts.get_mut(&invite) {
+            // No failover after the caller gave up.
+            ctx.pending.clear();
+        }
         if self.contexts.get(&invite).is_some_and(|c| c.final_sent) {
             return;
         }
@@ -729,6 +769,7 @@ impl Proxy {
             if matches!(b.state, BranchState::Calling) {
                 b.state = BranchState::Proceeding;
             }
+            b.failover_at = None;
             // §16.7 step 2: a provisional restarts Timer C.
             if b.timer_c.is_some() {
                 b.timer_c = Some(now + self.config.timer_c);
@@ -744,6 +785,7 @@ impl Proxy {
         }
         ctx.branches[index].state = BranchState::Done(code);
         ctx.branches[index].timer_c = None;
+        ctx.branches[index].failover_at = None;
         if code < 300 {
             // §16.7 step 5: every 2xx goes upstream at once, even after another.
             if ctx.is_invite && !ctx.final_sent {
@@ -766,9 +808,54 @@ impl Proxy {
         }
         ctx.consider(response);
         if code >= 600 && ctx.is_invite {
+            ctx.pending.clear();
             self.cancel_pending(now, &server);
         }
+        if code == 408 || (500..600).contains(&code) {
+            self.fail_over(now, &server);
+        } else if let Some(ctx) = self.contexts.get_mut(&server) {
+            // A definite answer (busy, not found, ...) ends a failover search.
+            ctx.pending.clear();
+        }
         self.maybe_send_best(now, &server);
+    }
+
+    /// Starts the next target of a failover search, if one is left and nothing final went
+    /// upstream yet.
+    fn fail_over(&mut self, now: Instant, server: &TransactionKey) {
+        loop {
+            let next = match self.contexts.get_mut(server) {
+                Some(ctx) if !ctx.final_sent => ctx.pending.pop_front(),
+                _ => None,
+            };
+            let Some(target) = next else { return };
+            tracing::debug!(destination = %target.destination, "failing over to the next target");
+            if self.start_branch(now, server, target) {
+                return;
+            }
+        }
+    }
+
+    /// A branch that did not answer within its failover time is abandoned as if it timed out.
+    fn abandon_silent_branches(&mut self, now: Instant) {
+        let mut silent = Vec::new();
+        for ctx in self.contexts.values_mut() {
+            for b in &mut ctx.branches {
+                if b.failover_at.is_some_and(|at| at <= now) {
+                    b.failover_at = None;
+                    silent.push(b.key.clone());
+                }
+            }
+        }
+        for branch in silent {
+            let Some(request) = self.table.remove(&branch).map(|t| t.request().clone()) else { continue };
+            tracing::debug!(%branch, "no answer within the failover timeout");
+            let synthetic = self.build_reply(&request, &LocalReply::new(408), "timeout", None);
+            if let Ok(timeout) = Message::parse(Bytes::from(synthetic), &Limits::default()) {
+                self.on_branch_response(now, &branch, timeout);
+            }
+            self.branches.remove(&branch);
+        }
     }
 
     fn cancel_pending(&mut self, now: Instant, server: &TransactionKey) {
@@ -787,7 +874,10 @@ impl Proxy {
     /// §16.7 step 6: when every branch is final and nothing final went upstream yet.
     fn maybe_send_best(&mut self, now: Instant, server: &TransactionKey) {
         let Some(ctx) = self.contexts.get_mut(server) else { return };
-        if ctx.final_sent || !ctx.branches.iter().all(|b| matches!(b.state, BranchState::Done(_))) {
+        if ctx.final_sent
+            || !ctx.pending.is_empty()
+            || !ctx.branches.iter().all(|b| matches!(b.state, BranchState::Done(_)))
+        {
             return;
         }
         ctx.final_sent = true;
@@ -882,4 +972,167 @@ fn reply_destination(source: &Source, request: &Message) -> Destination {
         .and_then(|v| Via::parse(&v).ok().map(|via| via.response_address(source.remote)))
         .unwrap_or(source.remote);
     Destination::Datagram { local: source.local, remote }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::response::{Reply, build};
+
+    const T0_LOCAL: &str = "127.0.0.1:5060";
+
+    /// A policy that sends every initial request to fixed targets, one after another.
+    struct Trunks(Vec<SocketAddr>);
+
+    impl RoutingPolicy for Trunks {
+        fn route(&mut self, _now: Instant, _request: &Message, _source: &Source) -> Decision {
+            let local: SocketAddr = T0_LOCAL.parse().unwrap();
+            Decision::Failover(
+                self.0
+                    .iter()
+                    .map(|&remote| Target {
+                        uri: Some(format!("sip:+15550100@{remote}")),
+                        destination: Destination::Datagram { local, remote },
+                        kind: TransportKind::Udp,
+                        local,
+                        flow: None,
+                        routes: Vec::new(),
+                        pop_routes: 0,
+                        strict: false,
+                        failover_timeout: Some(Duration::from_secs(2)),
+                    })
+                    .collect(),
+            )
+        }
+
+        fn resolve_flow(&self, _flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)> {
+            None
+        }
+
+        fn token(&mut self, len: usize) -> String {
+            "x".repeat(len)
+        }
+    }
+
+    fn caller() -> Source {
+        Source {
+            kind: TransportKind::Udp,
+            local: T0_LOCAL.parse().unwrap(),
+            remote: "192.0.2.100:5060".parse().unwrap(),
+            flow: None,
+        }
+    }
+
+    fn invite() -> Message {
+        let text = "INVITE sip:+15550100@localhost SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.100:5060;branch=z9hG4bKcaller\r\n\
+                    Max-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=a\r\nTo: <sip:+15550100@localhost>\r\n\
+                    Call-ID: failover-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.100>\r\nContent-Length: 0\r\n\r\n";
+        Message::parse(Bytes::from(text), &Limits::default()).unwrap()
+    }
+
+    fn setup() -> (Proxy, Trunks, Instant) {
+        let config =
+            ProxyConfig { listen: vec![(TransportKind::Udp, T0_LOCAL.parse().unwrap())], ..ProxyConfig::default() };
+        let trunks = Trunks(vec!["192.0.2.1:5060".parse().unwrap(), "192.0.2.2:5060".parse().unwrap()]);
+        (Proxy::new(config, [1; 32]), trunks, crate::clock::now())
+    }
+
+    /// Everything sent, as (remote address, first line, message).
+    fn sent(proxy: &mut Proxy) -> Vec<(SocketAddr, String, Message)> {
+        let mut out = Vec::new();
+        while let Some(t) = proxy.poll_transmit() {
+            let Destination::Datagram { remote, .. } = t.destination else { panic!("UDP only here") };
+            let m = Message::parse(t.bytes.clone(), &Limits::default()).unwrap();
+            let line = String::from_utf8_lossy(t.bytes.split(|&c| c == b'\r').next().unwrap()).into_owned();
+            out.push((remote, line, m));
+        }
+        out
+    }
+
+    fn answer(request: &Message, code: u16) -> Message {
+        let bytes = build(request, &Reply { code, to_tag: Some("trunk"), ..Reply::default() });
+        Message::parse(Bytes::from(bytes), &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn failover_tries_the_next_trunk_after_a_503() {
+        let (mut proxy, mut trunks, t0) = setup();
+        proxy.handle_request(t0, invite(), caller(), &mut trunks);
+        let out = sent(&mut proxy);
+        assert_eq!(
+            out.iter().map(|(a, l, _)| (a.to_string(), l.clone())).collect::<Vec<_>>(),
+            vec![
+                ("192.0.2.100:5060".into(), "SIP/2.0 100 Trying".into()),
+                ("192.0.2.1:5060".into(), "INVITE sip:+15550100@192.0.2.1:5060 SIP/2.0".into()),
+            ]
+        );
+        let to_primary = out[1].2.clone();
+        proxy.handle_response(t0, answer(&to_primary, 503), &mut trunks);
+        let out = sent(&mut proxy);
+        let lines: Vec<_> = out.iter().map(|(a, l, _)| format!("{a} {l}")).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "192.0.2.1:5060 ACK sip:+15550100@192.0.2.1:5060 SIP/2.0".to_string(),
+                "192.0.2.2:5060 INVITE sip:+15550100@192.0.2.2:5060 SIP/2.0".to_string(),
+            ]
+        );
+        proxy.handle_response(t0, answer(&out[1].2, 200), &mut trunks);
+        let out = sent(&mut proxy);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].0.to_string(), out[0].2.status()), ("192.0.2.100:5060".into(), Some(200)));
+    }
+
+    #[test]
+    fn a_silent_trunk_is_abandoned_at_the_failover_timeout_not_timer_b() {
+        let (mut proxy, mut trunks, t0) = setup();
+        proxy.handle_request(t0, invite(), caller(), &mut trunks);
+        sent(&mut proxy);
+        // Retransmissions to the silent primary come first; at 2 s the backup is tried.
+        let mut now = t0;
+        let mut tried_backup = false;
+        while let Some(at) = proxy.poll_timeout().filter(|at| *at <= t0 + Duration::from_secs(3)) {
+            now = at;
+            proxy.handle_timeout(now, &mut trunks);
+            tried_backup |=
+                sent(&mut proxy).iter().any(|(a, l, _)| a.to_string() == "192.0.2.2:5060" && l.starts_with("INVITE"));
+            if tried_backup {
+                break;
+            }
+        }
+        assert!(tried_backup);
+        assert_eq!(now, t0 + Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_definite_answer_ends_the_search() {
+        let (mut proxy, mut trunks, t0) = setup();
+        proxy.handle_request(t0, invite(), caller(), &mut trunks);
+        let out = sent(&mut proxy);
+        proxy.handle_response(t0, answer(&out[1].2, 486), &mut trunks);
+        let out = sent(&mut proxy);
+        let statuses: Vec<_> = out.iter().map(|(a, l, _)| format!("{a} {l}")).collect();
+        assert_eq!(
+            statuses,
+            vec![
+                "192.0.2.1:5060 ACK sip:+15550100@192.0.2.1:5060 SIP/2.0".to_string(),
+                "192.0.2.100:5060 SIP/2.0 486 Busy Here".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn when_every_trunk_fails_the_caller_gets_the_best_answer() {
+        let (mut proxy, mut trunks, t0) = setup();
+        proxy.handle_request(t0, invite(), caller(), &mut trunks);
+        let out = sent(&mut proxy);
+        proxy.handle_response(t0, answer(&out[1].2, 503), &mut trunks);
+        let out = sent(&mut proxy);
+        proxy.handle_response(t0, answer(&out[1].2, 408), &mut trunks);
+        let out = sent(&mut proxy);
+        let last = out.last().unwrap();
+        // §16.7 step 6: the lowest class wins, so the backup's 408 beats the primary's 503.
+        assert_eq!(last.0.to_string(), "192.0.2.100:5060");
+        assert_eq!(last.2.status(), Some(408), "{}", last.1);
+    }
 }

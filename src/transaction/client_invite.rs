@@ -3,12 +3,12 @@
 //! (§17.1.1.3); a 2xx is not: its ACK is end to end, built by the UAC, and the proxy only
 //! forwards it. Every 2xx on the branch is passed up until Timer M.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Class, Output, Timer, TimerConfig, Timers};
+use super::machine::{Core, plumbing};
+use super::{Class, Output, Timer, TimerConfig};
 use crate::message::{HeaderName, Message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +29,11 @@ pub enum ClientInviteState {
 #[derive(Debug)]
 pub struct ClientInvite {
     state: ClientInviteState,
-    request: Message,
-    reliable: bool,
-    config: TimerConfig,
-    timers: Timers,
+    core: Core,
     /// The current Timer A interval.
     timer_a: Duration,
     /// The ACK for the non-2xx final response, resent for each of its retransmissions.
     ack: Option<Bytes>,
-    outputs: VecDeque<Output>,
 }
 
 enum Event {
@@ -50,21 +46,12 @@ impl ClientInvite {
     /// Enters Calling and queues the INVITE for transmission (§17.1.1.2). Timer A runs only
     /// over an unreliable transport; Timer B always.
     pub fn new(now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
-        let mut this = Self {
+        Self {
             state: ClientInviteState::Calling,
-            outputs: VecDeque::from([Output::Transmit(request.bytes())]),
-            request,
-            reliable,
-            config,
-            timers: Timers::default(),
+            core: Core::client(now, request, reliable, config, Timer::A, Timer::B),
             timer_a: config.t1,
             ack: None,
-        };
-        if !reliable {
-            this.timers.set(Timer::A, now + config.t1);
         }
-        this.timers.set(Timer::B, now + config.transaction_timeout());
-        this
     }
 
     /// A response whose [`super::client_key`] is this transaction's. Status codes outside
@@ -79,35 +66,13 @@ impl ClientInvite {
         self.step(now, Event::TransportError);
     }
 
-    /// Fires the timers due at `now`, earliest first.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in self.timers.due(now) {
-            if self.timers.take_if_due(timer, now) {
-                self.step(now, Event::Timer(timer));
-            }
-        }
-    }
-
-    pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next().map(|(_, at)| at)
-    }
-
-    /// The next timer to fire and when.
-    pub fn next_timer(&self) -> Option<(Timer, Instant)> {
-        self.timers.next()
-    }
-
     pub fn state(&self) -> ClientInviteState {
         self.state
     }
 
     /// The INVITE as sent: what a CANCEL for it is built from (§9.1).
     pub fn request(&self) -> &Message {
-        &self.request
+        &self.core.request
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -115,38 +80,38 @@ impl ClientInvite {
         match (self.state, event) {
             (Calling | Proceeding, Event::Response(Class::Provisional, response)) => {
                 self.state = Proceeding;
-                self.timers.cancel(Timer::A);
-                self.timers.cancel(Timer::B);
-                self.outputs.push_back(Output::Response(response));
+                self.core.timers.cancel(Timer::A);
+                self.core.timers.cancel(Timer::B);
+                self.core.push(Output::Response(response));
             }
             (Calling | Proceeding, Event::Response(Class::Success, response)) => {
                 // RFC 6026 §7.2: a 2xx moves to Accepted and is passed up, not acknowledged.
                 self.state = Accepted;
-                self.timers.clear();
-                self.timers.set(Timer::M, now + self.config.transaction_timeout());
-                self.outputs.push_back(Output::Response(response));
+                self.core.timers.clear();
+                self.core.timers.set(Timer::M, now + self.core.config.transaction_timeout());
+                self.core.push(Output::Response(response));
             }
             (Calling | Proceeding, Event::Response(Class::Failure, response)) => {
                 self.state = Completed;
-                self.timers.clear();
-                let ack = Bytes::from(build_ack(&self.request, &response));
-                self.outputs.push_back(Output::Response(response));
-                self.outputs.push_back(Output::Transmit(ack.clone()));
+                self.core.timers.clear();
+                let ack = Bytes::from(build_ack(&self.core.request, &response));
+                self.core.push(Output::Response(response));
+                self.core.push(Output::Transmit(ack.clone()));
                 self.ack = Some(ack);
-                if self.reliable {
+                if self.core.reliable {
                     self.terminate();
                 } else {
-                    self.timers.set(Timer::D, now + self.config.timer_d());
+                    self.core.timers.set(Timer::D, now + self.core.config.timer_d());
                 }
             }
             (Completed, Event::Response(Class::Failure, _)) => {
                 // A retransmission of the final response: ACK again, do not pass it up.
                 if let Some(ack) = &self.ack {
-                    self.outputs.push_back(Output::Transmit(ack.clone()));
+                    self.core.push(Output::Transmit(ack.clone()));
                 }
             }
             (Accepted, Event::Response(Class::Success, response)) => {
-                self.outputs.push_back(Output::Response(response));
+                self.core.push(Output::Response(response));
             }
             // A provisional after a final response means nothing; neither does a final
             // response of the other kind (a 2xx after a non-2xx, or the reverse) from the
@@ -157,12 +122,12 @@ impl ClientInvite {
             | (Terminated, Event::Response(Class::Success | Class::Failure, _)) => {}
 
             (Calling, Event::Timer(Timer::A)) => {
-                self.outputs.push_back(Output::Transmit(self.request.bytes()));
+                self.core.push(Output::Transmit(self.core.request.bytes()));
                 self.timer_a = self.timer_a.saturating_mul(2);
-                self.timers.set(Timer::A, now + self.timer_a);
+                self.core.timers.set(Timer::A, now + self.timer_a);
             }
             (Calling, Event::Timer(Timer::B)) => {
-                self.outputs.push_back(Output::Timeout);
+                self.core.push(Output::Timeout);
                 self.terminate();
             }
             (Completed, Event::Timer(Timer::D)) | (Accepted, Event::Timer(Timer::M)) => self.terminate(),
@@ -180,7 +145,7 @@ impl ClientInvite {
             // nothing is sent, so the error is the flow closing under us: no final response
             // can arrive any more, which the TU must hear too (the RFC has no such edge).
             (Calling | Proceeding, Event::TransportError) => {
-                self.outputs.push_back(Output::Timeout);
+                self.core.push(Output::Timeout);
                 self.terminate();
             }
             // The ACK could not be sent: the TU already has its final response.
@@ -191,10 +156,11 @@ impl ClientInvite {
 
     fn terminate(&mut self) {
         self.state = ClientInviteState::Terminated;
-        self.timers.clear();
-        self.outputs.push_back(Output::Terminated);
+        self.core.terminate();
     }
 }
+
+plumbing!(ClientInvite, Event::Timer);
 
 /// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, Call-ID and From of the
 /// INVITE, To of the response (with its tag), the INVITE's CSeq number with method ACK,

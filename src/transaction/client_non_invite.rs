@@ -2,10 +2,10 @@
 //! retransmitted on Timer E, T1 doubling up to T2, and every T2 once a provisional response
 //! came; Timer F gives up; Timer K absorbs retransmitted final responses.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{Class, Output, Timer, TimerConfig, Timers};
+use super::machine::{Core, plumbing};
+use super::{Class, Output, Timer, TimerConfig};
 use crate::message::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +22,9 @@ pub enum ClientNonInviteState {
 #[derive(Debug)]
 pub struct ClientNonInvite {
     state: ClientNonInviteState,
-    request: Message,
-    reliable: bool,
-    config: TimerConfig,
-    timers: Timers,
+    core: Core,
     /// The current Timer E interval.
     timer_e: Duration,
-    outputs: VecDeque<Output>,
 }
 
 enum Event {
@@ -41,20 +37,11 @@ impl ClientNonInvite {
     /// Enters Trying and queues the request for transmission (§17.1.2.2). Timer E runs only
     /// over an unreliable transport; Timer F always.
     pub fn new(now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
-        let mut this = Self {
+        Self {
             state: ClientNonInviteState::Trying,
-            outputs: VecDeque::from([Output::Transmit(request.bytes())]),
-            request,
-            reliable,
-            config,
-            timers: Timers::default(),
+            core: Core::client(now, request, reliable, config, Timer::E, Timer::F),
             timer_e: config.t1,
-        };
-        if !reliable {
-            this.timers.set(Timer::E, now + config.t1);
         }
-        this.timers.set(Timer::F, now + config.transaction_timeout());
-        this
     }
 
     /// A response whose [`super::client_key`] is this transaction's. Status codes outside
@@ -69,34 +56,12 @@ impl ClientNonInvite {
         self.step(now, Event::TransportError);
     }
 
-    /// Fires the timers due at `now`, earliest first.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in self.timers.due(now) {
-            if self.timers.take_if_due(timer, now) {
-                self.step(now, Event::Timer(timer));
-            }
-        }
-    }
-
-    pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next().map(|(_, at)| at)
-    }
-
-    /// The next timer to fire and when.
-    pub fn next_timer(&self) -> Option<(Timer, Instant)> {
-        self.timers.next()
-    }
-
     pub fn state(&self) -> ClientNonInviteState {
         self.state
     }
 
     pub fn request(&self) -> &Message {
-        &self.request
+        &self.core.request
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -105,33 +70,33 @@ impl ClientNonInvite {
             (Trying | Proceeding, Event::Response(Class::Provisional, response)) => {
                 // Timer E keeps its deadline; it is reset to T2 when it next fires.
                 self.state = Proceeding;
-                self.outputs.push_back(Output::Response(response));
+                self.core.push(Output::Response(response));
             }
             (Trying | Proceeding, Event::Response(Class::Success | Class::Failure, response)) => {
                 self.state = Completed;
-                self.timers.clear();
-                self.outputs.push_back(Output::Response(response));
-                if self.reliable {
+                self.core.timers.clear();
+                self.core.push(Output::Response(response));
+                if self.core.reliable {
                     self.terminate();
                 } else {
-                    self.timers.set(Timer::K, now + self.config.t4);
+                    self.core.timers.set(Timer::K, now + self.core.config.t4);
                 }
             }
             // Retransmissions of the final response (and late provisionals) are absorbed.
             (Completed | Terminated, Event::Response(_, _)) => {}
 
             (Trying, Event::Timer(Timer::E)) => {
-                self.outputs.push_back(Output::Transmit(self.request.bytes()));
-                self.timer_e = self.timer_e.saturating_mul(2).min(self.config.t2);
-                self.timers.set(Timer::E, now + self.timer_e);
+                self.core.push(Output::Transmit(self.core.request.bytes()));
+                self.timer_e = self.timer_e.saturating_mul(2).min(self.core.config.t2);
+                self.core.timers.set(Timer::E, now + self.timer_e);
             }
             (Proceeding, Event::Timer(Timer::E)) => {
-                self.outputs.push_back(Output::Transmit(self.request.bytes()));
-                self.timer_e = self.config.t2;
-                self.timers.set(Timer::E, now + self.timer_e);
+                self.core.push(Output::Transmit(self.core.request.bytes()));
+                self.timer_e = self.core.config.t2;
+                self.core.timers.set(Timer::E, now + self.timer_e);
             }
             (Trying | Proceeding, Event::Timer(Timer::F)) => {
-                self.outputs.push_back(Output::Timeout);
+                self.core.push(Output::Timeout);
                 self.terminate();
             }
             (Completed, Event::Timer(Timer::K)) => self.terminate(),
@@ -148,7 +113,7 @@ impl ClientNonInvite {
 
             // §17.1.2.2, §17.1.4: a transport error before a final response fails the transaction.
             (Trying | Proceeding, Event::TransportError) => {
-                self.outputs.push_back(Output::Timeout);
+                self.core.push(Output::Timeout);
                 self.terminate();
             }
             (Completed | Terminated, Event::TransportError) => {}
@@ -157,10 +122,11 @@ impl ClientNonInvite {
 
     fn terminate(&mut self) {
         self.state = ClientNonInviteState::Terminated;
-        self.timers.clear();
-        self.outputs.push_back(Output::Terminated);
+        self.core.terminate();
     }
 }
+
+plumbing!(ClientNonInvite, Event::Timer);
 
 #[cfg(test)]
 mod tests {

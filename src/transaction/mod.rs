@@ -7,7 +7,9 @@
 //!
 //! - [`ClientInvite`] (§17.1.1, RFC 6026 §7.2), [`ClientNonInvite`] (§17.1.2),
 //!   [`ServerInvite`] (§17.2.1, RFC 6026 §7.1), [`ServerNonInvite`] (§17.2.2): one file and
-//!   one state enum each.
+//!   one state enum each. What they share (request, timers, output queue, and the
+//!   `handle_timeout` / `poll_*` plumbing) is in `machine.rs`; each transition is in its
+//!   machine's own `step`.
 //! - [`TransactionKey`], [`server_key`], [`client_key`]: matching.
 //! - [`TransactionTable`]: the machines by key, with one deadline queue, their outputs tagged
 //!   with key and destination, and a bound on their number.
@@ -19,6 +21,7 @@
 
 mod client_invite;
 mod client_non_invite;
+mod machine;
 mod server_invite;
 mod server_non_invite;
 mod table;

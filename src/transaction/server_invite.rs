@@ -7,13 +7,13 @@
 //! 200 ms. This machine has no such timer; the proxy calls [`ServerInvite::send_trying`] as
 //! soon as it takes the INVITE, which is sooner.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Class, Output, Timer, TimerConfig, Timers};
+use super::machine::{Core, plumbing};
+use super::{Class, Output, Timer, TimerConfig};
 use crate::message::response::{Reply, build};
 use crate::message::{Message, Method};
 
@@ -34,15 +34,11 @@ pub enum ServerInviteState {
 #[derive(Debug)]
 pub struct ServerInvite {
     state: ServerInviteState,
-    request: Message,
-    reliable: bool,
-    config: TimerConfig,
-    timers: Timers,
+    core: Core,
     /// The current Timer G interval.
     timer_g: Duration,
     last_provisional: Option<Bytes>,
     final_response: Option<Bytes>,
-    outputs: VecDeque<Output>,
 }
 
 enum Event {
@@ -59,14 +55,10 @@ impl ServerInvite {
     pub fn new(_now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
         Self {
             state: ServerInviteState::Proceeding,
-            request,
-            reliable,
-            config,
-            timers: Timers::default(),
+            core: Core::server(request, reliable, config),
             timer_g: config.t1,
             last_provisional: None,
             final_response: None,
-            outputs: VecDeque::new(),
         }
     }
 
@@ -94,7 +86,7 @@ impl ServerInvite {
     /// Sends a 100 (Trying) built from the INVITE (§8.2.6: no To tag), with the top Via
     /// stamped with `received`/`rport` for `source` (RFC 3581).
     pub fn send_trying(&mut self, now: Instant, source: Option<SocketAddr>) {
-        let trying = build(&self.request, &Reply { code: 100, source, ..Reply::default() });
+        let trying = build(&self.core.request, &Reply { code: 100, source, ..Reply::default() });
         self.send_response(now, Bytes::from(trying), 100);
     }
 
@@ -103,35 +95,13 @@ impl ServerInvite {
         self.step(now, Event::TransportError);
     }
 
-    /// Fires the timers due at `now`, earliest first.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in self.timers.due(now) {
-            if self.timers.take_if_due(timer, now) {
-                self.step(now, Event::Timer(timer));
-            }
-        }
-    }
-
-    pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next().map(|(_, at)| at)
-    }
-
-    /// The next timer to fire and when.
-    pub fn next_timer(&self) -> Option<(Timer, Instant)> {
-        self.timers.next()
-    }
-
     pub fn state(&self) -> ServerInviteState {
         self.state
     }
 
     /// The INVITE that created the transaction.
     pub fn request(&self) -> &Message {
-        &self.request
+        &self.core.request
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -139,65 +109,65 @@ impl ServerInvite {
         match (self.state, event) {
             (Proceeding, Event::Invite) => {
                 if let Some(provisional) = &self.last_provisional {
-                    self.outputs.push_back(Output::Transmit(provisional.clone()));
+                    self.core.push(Output::Transmit(provisional.clone()));
                 }
             }
             (Completed, Event::Invite) => {
                 if let Some(last) = &self.final_response {
-                    self.outputs.push_back(Output::Transmit(last.clone()));
+                    self.core.push(Output::Transmit(last.clone()));
                 }
             }
             (Confirmed | Accepted | Terminated, Event::Invite) => {}
 
             (Completed, Event::Ack(_)) => {
                 self.state = Confirmed;
-                self.timers.clear();
-                if self.reliable {
+                self.core.timers.clear();
+                if self.core.reliable {
                     self.terminate();
                 } else {
-                    self.timers.set(Timer::I, now + self.config.t4);
+                    self.core.timers.set(Timer::I, now + self.core.config.t4);
                 }
             }
-            (Accepted, Event::Ack(ack)) => self.outputs.push_back(Output::Ack(ack)),
+            (Accepted, Event::Ack(ack)) => self.core.push(Output::Ack(ack)),
             // An ACK before any final response acknowledges nothing; after Confirmed it is
             // a retransmission.
             (Proceeding | Confirmed | Terminated, Event::Ack(_)) => {}
 
             (Proceeding, Event::Respond(Class::Provisional, response)) => {
-                self.outputs.push_back(Output::Transmit(response.clone()));
+                self.core.push(Output::Transmit(response.clone()));
                 self.last_provisional = Some(response);
             }
             (Proceeding, Event::Respond(Class::Success, response)) => {
                 self.state = Accepted;
-                self.outputs.push_back(Output::Transmit(response));
-                self.timers.set(Timer::L, now + self.config.transaction_timeout());
+                self.core.push(Output::Transmit(response));
+                self.core.timers.set(Timer::L, now + self.core.config.transaction_timeout());
             }
             (Proceeding, Event::Respond(Class::Failure, response)) => {
                 self.state = Completed;
-                self.outputs.push_back(Output::Transmit(response.clone()));
+                self.core.push(Output::Transmit(response.clone()));
                 self.final_response = Some(response);
-                if !self.reliable {
-                    self.timer_g = self.config.t1;
-                    self.timers.set(Timer::G, now + self.timer_g);
+                if !self.core.reliable {
+                    self.timer_g = self.core.config.t1;
+                    self.core.timers.set(Timer::G, now + self.timer_g);
                 }
-                self.timers.set(Timer::H, now + self.config.transaction_timeout());
+                self.core.timers.set(Timer::H, now + self.core.config.transaction_timeout());
             }
             (Accepted | Completed | Confirmed, Event::Respond(Class::Success, response)) => {
-                self.outputs.push_back(Output::Transmit(response));
+                self.core.push(Output::Transmit(response));
             }
             (Accepted | Completed | Confirmed, Event::Respond(Class::Provisional | Class::Failure, _))
             | (Terminated, Event::Respond(_, _)) => {}
 
             (Completed, Event::Timer(Timer::G)) => {
                 if let Some(last) = &self.final_response {
-                    self.outputs.push_back(Output::Transmit(last.clone()));
+                    self.core.push(Output::Transmit(last.clone()));
                 }
-                self.timer_g = self.timer_g.saturating_mul(2).min(self.config.t2);
-                self.timers.set(Timer::G, now + self.timer_g);
+                self.timer_g = self.timer_g.saturating_mul(2).min(self.core.config.t2);
+                self.core.timers.set(Timer::G, now + self.timer_g);
             }
             (Completed, Event::Timer(Timer::H)) => {
                 // §17.2.1: the ACK never came; the TU hears of a transaction failure.
-                self.outputs.push_back(Output::Timeout);
+                self.core.push(Output::Timeout);
                 self.terminate();
             }
             (Confirmed, Event::Timer(Timer::I)) | (Accepted, Event::Timer(Timer::L)) => self.terminate(),
@@ -213,21 +183,22 @@ impl ServerInvite {
 
             // §17.2.1, §17.2.4: the response did not get through.
             (Proceeding | Completed, Event::TransportError) => {
-                self.outputs.push_back(Output::Timeout);
+                self.core.push(Output::Timeout);
                 self.terminate();
             }
             // RFC 6026 Figure 7: inform the TU and stay; Timer L still ends the machine.
-            (Accepted, Event::TransportError) => self.outputs.push_back(Output::Timeout),
+            (Accepted, Event::TransportError) => self.core.push(Output::Timeout),
             (Confirmed | Terminated, Event::TransportError) => {}
         }
     }
 
     fn terminate(&mut self) {
         self.state = ServerInviteState::Terminated;
-        self.timers.clear();
-        self.outputs.push_back(Output::Terminated);
+        self.core.terminate();
     }
 }
+
+plumbing!(ServerInvite, Event::Timer);
 
 #[cfg(test)]
 mod tests {

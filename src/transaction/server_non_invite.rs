@@ -2,12 +2,12 @@
 //! are absorbed until the TU responds, then answered with the last response sent; after a
 //! final response, for Timer J.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Class, Output, Timer, TimerConfig, Timers};
+use super::machine::{Core, plumbing};
+use super::{Class, Output, Timer, TimerConfig};
 use crate::message::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +24,9 @@ pub enum ServerNonInviteState {
 #[derive(Debug)]
 pub struct ServerNonInvite {
     state: ServerNonInviteState,
-    request: Message,
-    reliable: bool,
-    config: TimerConfig,
-    timers: Timers,
+    core: Core,
     /// The last response sent: what a retransmitted request gets.
     last_response: Option<Bytes>,
-    outputs: VecDeque<Output>,
 }
 
 enum Event {
@@ -44,15 +40,7 @@ impl ServerNonInvite {
     /// Enters Trying for a received request (§17.2.2). Nothing is sent until the TU
     /// responds.
     pub fn new(_now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
-        Self {
-            state: ServerNonInviteState::Trying,
-            request,
-            reliable,
-            config,
-            timers: Timers::default(),
-            last_response: None,
-            outputs: VecDeque::new(),
-        }
+        Self { state: ServerNonInviteState::Trying, core: Core::server(request, reliable, config), last_response: None }
     }
 
     /// A retransmission of the request: a request whose [`super::server_key`] is this
@@ -73,35 +61,13 @@ impl ServerNonInvite {
         self.step(now, Event::TransportError);
     }
 
-    /// Fires the timers due at `now`, earliest first.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in self.timers.due(now) {
-            if self.timers.take_if_due(timer, now) {
-                self.step(now, Event::Timer(timer));
-            }
-        }
-    }
-
-    pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next().map(|(_, at)| at)
-    }
-
-    /// The next timer to fire and when.
-    pub fn next_timer(&self) -> Option<(Timer, Instant)> {
-        self.timers.next()
-    }
-
     pub fn state(&self) -> ServerNonInviteState {
         self.state
     }
 
     /// The request that created the transaction.
     pub fn request(&self) -> &Message {
-        &self.request
+        &self.core.request
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -110,23 +76,23 @@ impl ServerNonInvite {
             (Trying | Terminated, Event::Retransmission) => {}
             (Proceeding | Completed, Event::Retransmission) => {
                 if let Some(last) = &self.last_response {
-                    self.outputs.push_back(Output::Transmit(last.clone()));
+                    self.core.push(Output::Transmit(last.clone()));
                 }
             }
 
             (Trying | Proceeding, Event::Respond(Class::Provisional, response)) => {
                 self.state = Proceeding;
-                self.outputs.push_back(Output::Transmit(response.clone()));
+                self.core.push(Output::Transmit(response.clone()));
                 self.last_response = Some(response);
             }
             (Trying | Proceeding, Event::Respond(Class::Success | Class::Failure, response)) => {
                 self.state = Completed;
-                self.outputs.push_back(Output::Transmit(response.clone()));
+                self.core.push(Output::Transmit(response.clone()));
                 self.last_response = Some(response);
-                if self.reliable {
+                if self.core.reliable {
                     self.terminate();
                 } else {
-                    self.timers.set(Timer::J, now + self.config.transaction_timeout());
+                    self.core.timers.set(Timer::J, now + self.core.config.transaction_timeout());
                 }
             }
             (Completed | Terminated, Event::Respond(_, _)) => {}
@@ -155,7 +121,7 @@ impl ServerNonInvite {
             // §17.2.4: the response did not get through. In Trying nothing was sent yet,
             // but the flow it must go back over is gone, which ends the transaction too.
             (Trying | Proceeding | Completed, Event::TransportError) => {
-                self.outputs.push_back(Output::Timeout);
+                self.core.push(Output::Timeout);
                 self.terminate();
             }
             (Terminated, Event::TransportError) => {}
@@ -164,10 +130,11 @@ impl ServerNonInvite {
 
     fn terminate(&mut self) {
         self.state = ServerNonInviteState::Terminated;
-        self.timers.clear();
-        self.outputs.push_back(Output::Terminated);
+        self.core.terminate();
     }
 }
+
+plumbing!(ServerNonInvite, Event::Timer);
 
 #[cfg(test)]
 mod tests {
