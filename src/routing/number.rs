@@ -169,7 +169,8 @@ enum Tail {
     ZeroOrMore,
 }
 
-fn is_dial_char(c: char) -> bool {
+/// A character of a number other than its leading `+`.
+pub(super) fn is_dial_char(c: char) -> bool {
     c.is_ascii_digit() || c == '*' || c == '#'
 }
 
