@@ -29,6 +29,8 @@ pub enum AppError {
     Signals(std::io::Error),
     #[error("users file: {}", .0.join("; "))]
     Users(Vec<String>),
+    #[error("routing: {}", .0.join("; "))]
+    Routing(Vec<String>),
 }
 
 /// Transport events buffered between the socket tasks and the driver; when full, readers
@@ -90,6 +92,7 @@ impl Server {
         let wall = WallClock { at: now, unix: clock::unix_time() };
         let mut engine_config = engine_config(config);
         engine_config.listen = listeners.bound.clone();
+        engine_config.routing = config.routing().map_err(AppError::Routing)?;
         let mut engine = Engine::new(engine_config, Entropy::from_os(), users, wall);
         let bindings_file = config.registrar.persist_bindings.then(|| config.server.state_dir.join("bindings.json"));
         if let Some(path) = &bindings_file {

@@ -73,6 +73,9 @@ pub enum ConfigError {
     AddressTaken { place: Place, addr: SocketAddr, other: &'static str },
     #[error("{place}: `{name}` is not a digest algorithm we offer; use \"MD5\" and/or \"SHA-256\"")]
     Algorithm { place: Place, name: String },
+    /// A problem with trunks, routes or DIDs, said by the routing table.
+    #[error("{place}: {reason}")]
+    Routing { place: Place, reason: String },
     #[error("{place}: {max:?} is below registrar.min_expires ({min:?})")]
     ExpiryOrder { place: Place, max: Duration, min: Duration },
     /// A problem inside the users file the key names; `reason` starts with that file's name.

@@ -11,6 +11,9 @@ use config::{Environment, File, FileFormat, Map, Source, Value};
 
 use super::{Config, ConfigError, ENV_PREFIX, Origin, Place};
 
+/// `[[trunk]]`, `[[route]]`, `[[did]]`.
+const TABLE_ARRAYS: [&str; 3] = ["trunk", "route", "did"];
+
 /// Keys whose environment value is split at commas.
 const LIST_KEYS: [&str; 8] = [
     "server.domains",
@@ -61,7 +64,10 @@ pub(super) fn load(file: Option<&Path>, with_env: bool) -> Result<Config, Vec<Co
     // Serializing the defaults, rather than one `set_default` per key, keeps a single list of them,
     // and makes it the list of known keys too. Only a non-UTF-8 `server.state_dir` can fail here.
     let defaults = config::Config::try_from(&Config::default()).map_err(typing(&provenance))?;
-    let known = keys(defaults.collect().map_err(typing(&provenance))?);
+    let mut known = keys(defaults.collect().map_err(typing(&provenance))?);
+    // Arrays of tables are empty by default, so the defaults do not show them; their
+    // elements' fields are checked by serde's deny_unknown_fields.
+    known.extend(TABLE_ARRAYS.iter().map(|k| (*k).to_string()));
     let mut builder = config::Config::builder().add_source(defaults);
 
     if let Some(path) = file {

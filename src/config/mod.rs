@@ -8,6 +8,7 @@
 
 mod error;
 mod layers;
+pub mod trunks;
 pub mod users;
 mod validate;
 
@@ -37,6 +38,15 @@ pub struct Config {
     pub registrar: Registrar,
     pub proxy: Proxy,
     pub log: Log,
+    /// `[[trunk]]`: SIP trunks calls leave and arrive through.
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<trunks::TrunkConfig>,
+    /// `[[route]]`: outbound rules, the first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<trunks::RouteConfig>,
+    /// `[[did]]`: inbound numbers and the users they ring.
+    #[serde(default, rename = "did")]
+    pub dids: Vec<trunks::DidConfig>,
     /// Which layer set each key, so that [`Config::validate`] can point at it.
     #[serde(skip)]
     provenance: layers::Provenance,
@@ -187,6 +197,15 @@ impl Config {
     /// Every problem in `file` (for `webtrunk check-config FILE`): the structural ones (syntax,
     /// unknown keys, wrong types) if any, else everything [`Config::validate`] finds. The
     /// environment is ignored so that the verdict is about the file alone.
+    /// The routing table the trunks, routes, DIDs and the users' dialling policies make.
+    pub fn routing(&self) -> Result<crate::routing::RoutingTable, Vec<String>> {
+        let policies = match &self.registrar.users_file {
+            Some(path) => users::policies(path)?,
+            None => Vec::new(),
+        };
+        trunks::routing_table(&self.trunks, &self.routes, &self.dids, policies)
+    }
+
     pub fn check(file: &Path) -> Result<Self, Vec<ConfigError>> {
         let config = layers::load(Some(file), false)?;
         let problems = config.validate();

@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::auth::{Algorithm, UserEntry, Users, ha1};
+use crate::routing::{NumberPattern, UserPolicy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,14 @@ struct UserRecord {
     password: Option<String>,
     ha1_md5: Option<String>,
     ha1_sha256: Option<String>,
+    /// Number patterns this user may dial through trunks (empty: any a route allows).
+    #[serde(default)]
+    allowed: Vec<String>,
+    /// Number patterns this user may never dial (premium, international, ...).
+    #[serde(default)]
+    denied: Vec<String>,
+    /// The caller ID presented on trunk calls, unless the trunk sets its own.
+    caller_id: Option<String>,
 }
 
 /// Reads and checks a users file; every problem is one string naming the file (and the
@@ -71,6 +80,40 @@ pub fn load(path: &Path) -> Result<Users, Vec<String>> {
         return Err(problems);
     }
     Ok(Users::new(users))
+}
+
+/// The dialling policies of the users in a users file, for the routing table.
+pub fn policies(path: &Path) -> Result<Vec<(String, UserPolicy)>, Vec<String>> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: cannot read: {e}")])?;
+    let parsed: UsersFile = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(|e| vec![format!("{file}: {e}")])?;
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for record in parsed.user {
+        let mut parse = |patterns: &[String]| -> Vec<NumberPattern> {
+            patterns
+                .iter()
+                .filter_map(|p| match NumberPattern::parse(p) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        problems.push(format!("{file}: user `{}`: {e}", record.name));
+                        None
+                    }
+                })
+                .collect()
+        };
+        let allowed = parse(&record.allowed);
+        let denied = parse(&record.denied);
+        if allowed.is_empty() && denied.is_empty() && record.caller_id.is_none() {
+            continue;
+        }
+        out.push((record.name.clone(), UserPolicy { allowed, denied, caller_id: record.caller_id.clone() }));
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
 /// The `[[user]]` entry `webtrunk user add` prints: hashes only, never the password.

@@ -146,6 +146,16 @@ impl Config {
             );
         }
 
+        if let Err(reasons) = self.routing() {
+            for reason in reasons {
+                let key = ["trunk", "route", "did"]
+                    .into_iter()
+                    .find(|k| reason.starts_with(k))
+                    .unwrap_or("registrar.users_file");
+                problems.push(ConfigError::Routing { place: at(key), reason });
+            }
+        }
+
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(ConfigError::BadLogLevel { place: at("log.level"), reason: error.to_string() });
         }

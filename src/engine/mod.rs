@@ -65,6 +65,8 @@ pub struct EngineConfig {
     /// Our bound listeners (port 0 resolved): Via, Record-Route and own-route checks.
     pub listen: Vec<(TransportKind, SocketAddr)>,
     pub proxy: ProxySettings,
+    /// Trunks, outbound rules, DIDs and dialling policies.
+    pub routing: crate::routing::RoutingTable,
 }
 
 /// The proxy's knobs that come from the configuration.
@@ -99,6 +101,7 @@ impl Default for EngineConfig {
             timers: TimerConfig::default(),
             listen: Vec::new(),
             proxy: ProxySettings::default(),
+            routing: crate::routing::RoutingTable::default(),
         }
     }
 }
@@ -157,6 +160,10 @@ pub enum RequestError {
     Relaying,
     #[error("From Does Not Match The Authenticated User")]
     Impersonation,
+    #[error("{0}")]
+    Route(crate::routing::RouteError),
+    #[error("No Trunk Available")]
+    NoTrunk,
 }
 
 impl RequestError {
@@ -177,6 +184,8 @@ impl RequestError {
             Self::NotFound => 404,
             Self::Unavailable => 480,
             Self::Relaying | Self::Impersonation => 403,
+            Self::Route(e) => e.status(),
+            Self::NoTrunk => 503,
         }
     }
 
@@ -189,7 +198,7 @@ impl RequestError {
     fn reason(&self) -> Option<String> {
         match self {
             Self::Register(e) if matches!(e.status(), 400 | 403) => Some(e.to_string()),
-            Self::Relaying | Self::Impersonation => Some(self.to_string()),
+            Self::Relaying | Self::Impersonation | Self::Route(_) | Self::NoTrunk => Some(self.to_string()),
             Self::Throttled { .. } => Some(self.to_string()),
             _ if self.status() == 400 => Some(self.to_string()),
             _ => None,
@@ -511,7 +520,7 @@ impl RoutingPolicy for Local {
         let outcome = match request.method() {
             Some(Method::Register) => self.register(now, request, source).map(Decision::Reply),
             Some(Method::Options) if for_us => self.options(request).map(Decision::Reply),
-            _ => self.targets(now, request, source).map(Decision::Forward),
+            _ => self.call(now, request, source),
         };
         outcome.unwrap_or_else(|error| Decision::Reply(error.into_reply()))
     }

@@ -6,34 +6,107 @@ use std::time::Instant;
 use super::{Local, RequestError};
 use crate::auth::Verdict;
 use crate::message::{HeaderName, Host, Message, NameAddr, Uri};
-use crate::proxy::Target;
+use crate::proxy::{Decision, Target};
+use crate::routing::{RoutingTable, TrunkTransport, is_number, normalise};
 use crate::transport::{Destination, Source, TransportKind};
 
 impl Local {
-    pub(super) fn targets(
-        &mut self,
-        now: Instant,
-        request: &Message,
-        source: &Source,
-    ) -> Result<Vec<Target>, RequestError> {
+    /// An initial request for `user@our-domain`: from a trunk, a DID ringing its users;
+    /// from an authenticated user, another user's devices or, for a number, the trunks
+    /// of the matching outbound rule in failover order.
+    pub(super) fn call(&mut self, now: Instant, request: &Message, source: &Source) -> Result<Decision, RequestError> {
         let Some(Ok(Uri::Sip(ruri))) = request.request_uri().map(Uri::parse) else {
             return Err(RequestError::RequestUri);
         };
         if !self.is_our_host(&ruri.host, source) {
-            // Trunks (outbound routes) are a later layer; until then we relay for nobody.
+            // We relay for nobody: calls out go through trunks by number.
             return Err(RequestError::Relaying);
         }
         let Some(user) = ruri.user.clone() else { return Err(RequestError::NotFound) };
-        self.authenticate_caller(now, request, source)?;
+        // A trunk is trusted by address; a browser never is one.
+        let from_trunk = !matches!(source.kind, TransportKind::Ws | TransportKind::Wss)
+            && self.config.routing.trunk_for_source(source.remote.ip()).is_some();
+        if from_trunk {
+            let users = self.config.routing.did(&normalise(&user)).map_err(RequestError::Route)?.to_vec();
+            let mut targets = Vec::new();
+            for u in &users {
+                targets.extend(self.targets(now, &ruri.host, u)?);
+            }
+            if targets.is_empty() {
+                return Err(RequestError::Unavailable);
+            }
+            return Ok(Decision::Forward(targets));
+        }
+        let caller = self.authenticate_caller(now, request, source)?;
+        if self.users.contains(&user) {
+            let targets = self.targets(now, &ruri.host, &user)?;
+            if targets.is_empty() {
+                return Err(RequestError::Unavailable);
+            }
+            return Ok(Decision::Forward(targets));
+        }
+        if !is_number(&normalise(&user)) {
+            return Err(RequestError::NotFound);
+        }
+        self.trunk_targets(&caller, &user).map(Decision::Failover)
+    }
 
-        let domain = match &ruri.host {
+    /// The trunks an outbound rule picks, each target a failover step. UDP trunks named by
+    /// address for now; DNS (RFC 3263) and TCP/TLS trunks come with the transport that
+    /// dials out.
+    fn trunk_targets(&mut self, caller: &str, dialled: &str) -> Result<Vec<Target>, RequestError> {
+        let route = self.config.routing.outbound(caller, dialled).map_err(RequestError::Route)?;
+        let Some(local) = self.config.listen.iter().find(|(k, _)| *k == TransportKind::Udp).map(|(_, a)| *a) else {
+            return Err(RequestError::NoTrunk);
+        };
+        let mut targets = Vec::new();
+        for trunk in &route.trunks {
+            if trunk.transport != TrunkTransport::Udp {
+                tracing::debug!(trunk = %trunk.name, "skipped: only UDP trunks are dialled yet");
+                continue;
+            }
+            let entropy = &mut self.entropy;
+            let mut random = || u32::from_be_bytes(entropy.bytes::<4>());
+            for target in RoutingTable::order_targets(&trunk.targets, &mut random) {
+                let Ok(ip) = target.host.parse::<std::net::IpAddr>() else {
+                    tracing::debug!(trunk = %trunk.name, host = %target.host, "skipped: names are not resolved yet");
+                    continue;
+                };
+                let remote = std::net::SocketAddr::new(ip, target.port.unwrap_or(5060));
+                let host = Host::Ip(ip);
+                let uri = match target.port {
+                    Some(port) => format!("sip:{}@{host}:{port}", route.number),
+                    None => format!("sip:{}@{host}", route.number),
+                };
+                targets.push(Target {
+                    uri: Some(uri),
+                    destination: Destination::Datagram { local, remote },
+                    kind: TransportKind::Udp,
+                    local,
+                    flow: None,
+                    routes: Vec::new(),
+                    pop_routes: 0,
+                    strict: false,
+                    failover_timeout: Some(trunk.failover_timeout),
+                });
+            }
+        }
+        if targets.is_empty() {
+            return Err(RequestError::NoTrunk);
+        }
+        Ok(targets)
+    }
+
+    /// The live devices of a user of ours.
+    fn targets(&self, now: Instant, host: &Host, user: &str) -> Result<Vec<Target>, RequestError> {
+        let domain = match host {
             Host::Name(name) => name.clone(),
             Host::Ip(_) => self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into()),
         };
         let aor = format!("{user}@{domain}");
         let bindings = self.registrar.lookup(&aor, now);
         if bindings.is_empty() {
-            return Err(if self.users.contains(&user) { RequestError::Unavailable } else { RequestError::NotFound });
+            return Err(if self.users.contains(user) { RequestError::Unavailable } else { RequestError::NotFound });
         }
         let targets: Vec<Target> = bindings
             .into_iter()
@@ -60,15 +133,17 @@ impl Local {
                 })
             })
             .collect();
-        if targets.is_empty() {
-            return Err(RequestError::Unavailable);
-        }
         Ok(targets)
     }
 
     /// §22.3: an initial request is routed only for a caller who authenticates as the
     /// user in its From.
-    fn authenticate_caller(&mut self, now: Instant, request: &Message, source: &Source) -> Result<(), RequestError> {
+    fn authenticate_caller(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        source: &Source,
+    ) -> Result<String, RequestError> {
         let now_unix = self.wall.unix(now);
         let credentials = request.first_value(HeaderName::ProxyAuthorization);
         let method = request.method().map(|m| m.as_str().to_string()).unwrap_or_default();
@@ -102,7 +177,7 @@ impl Local {
         if from_user.as_deref() != Some(username.as_str()) {
             return Err(RequestError::Impersonation);
         }
-        Ok(())
+        Ok(username)
     }
 }
 

@@ -1,0 +1,162 @@
+//! Calls to and from trunks, with SIPp playing the trunks: an outbound rule rewrites the
+//! number to E.164 and fails over from a trunk answering 503 to the next; a DID from a
+//! trunk's address rings a browser without digest; a stranger dialling a trunk number is
+//! challenged and the trunk sees nothing.
+
+// Test helpers outside #[test] fns: a failed unwrap here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::ua::{Dialog, Ua, all, header, parse, status};
+use common::*;
+use webtrunk::config::trunks::{DidConfig, RouteConfig, TargetConfig, TrunkConfig};
+use webtrunk::message::{HeaderName, Method};
+use webtrunk::transport::TransportKind;
+
+/// Distinct free UDP ports: all sockets are held until every port is known.
+fn free_udp_ports<const N: usize>() -> [u16; N] {
+    let sockets: Vec<_> = (0..N).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| sockets[i].local_addr().unwrap().port())
+}
+
+fn trunk(name: &str, port: u16) -> TrunkConfig {
+    TrunkConfig {
+        name: name.into(),
+        targets: vec![TargetConfig { host: "127.0.0.1".into(), port: Some(port), priority: 0, weight: 1 }],
+        transport: "udp".into(),
+        outbound_proxy: None,
+        username: None,
+        password: None,
+        realm: None,
+        register: false,
+        max_calls: None,
+        failover_timeout: Duration::from_secs(2),
+        from_user: None,
+        asserted_identity: None,
+        inbound_sources: vec!["127.0.0.1".into()],
+        large_message: "send".into(),
+    }
+}
+
+fn sipp(scenario: &str, port: u16, server: std::net::SocketAddr) -> tokio::process::Child {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
+    tokio::process::Command::new("sipp")
+        .arg("-sf")
+        .arg(file)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-t", "u1", "-nostdin", "-timeout", "20s"])
+        .arg(server.to_string())
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp is installed (Debian sip-tester; scripts/test installs it)")
+}
+
+async fn finished(child: tokio::process::Child) {
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "SIPp saw a failed call: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_trunk() {
+    let [primary_port, backup_port] = free_udp_ports();
+    let mut config = config_with_users("trunk-out", ALICE_AND_BOB);
+    config.trunks = vec![trunk("primary", primary_port), trunk("backup", backup_port)];
+    config.routes = vec![RouteConfig {
+        name: "uk-national".into(),
+        pattern: "0".into(),
+        strip: 1,
+        prepend: "+44".into(),
+        e164: None,
+        trunks: vec!["primary".into(), "backup".into()],
+    }];
+    let server = start(&config).await;
+    let udp = server.addr(TransportKind::Udp).unwrap();
+    let primary = sipp("trunk_busy.xml", primary_port, udp);
+    let backup = sipp("trunk_answer.xml", backup_port, udp);
+
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    // Dialled as a person would, with separators.
+    let sent = parse(&alice.invite("020-7946-0958").await);
+    let ringing = alice.recv().await;
+    assert_eq!(status(&ringing), 180, "{}", String::from_utf8_lossy(ringing.as_bytes()));
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200, "the backup trunk answered after the primary's 503");
+    let mut route = all(&ok, HeaderName::RecordRoute);
+    route.reverse();
+    let contact = header(&ok, HeaderName::Contact).trim_matches(['<', '>']).to_string();
+    let dialog = Dialog {
+        local: header(&sent, HeaderName::From),
+        remote: header(&ok, HeaderName::To),
+        call_id: header(&sent, HeaderName::CallId),
+    };
+    alice.in_dialog("ACK", &contact, &route, &dialog, 2).await;
+    alice.in_dialog("BYE", &contact, &route, &dialog, 3).await;
+    assert_eq!(status(&alice.recv().await), 200);
+    finished(primary).await;
+    finished(backup).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
+    let mut config = config_with_users("trunk-in", ALICE_AND_BOB);
+    let [carrier_port] = free_udp_ports();
+    config.trunks = vec![trunk("carrier", carrier_port)];
+    config.dids = vec![DidConfig { number: "+15550100".into(), users: vec!["alice".into()] }];
+    let server = start(&config).await;
+    let udp = server.addr(TransportKind::Udp).unwrap();
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+
+    // The carrier (127.0.0.1, in the trunk's inbound_sources) calls the DID: no digest.
+    let carrier = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = format!(
+        "INVITE sip:+15550100@localhost SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKcarrier1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+447700900123@carrier.example>;tag=c1\r\nTo: <sip:+15550100@localhost>\r\n\
+         Call-ID: did-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+447700900123@{}>\r\nContent-Length: 0\r\n\r\n",
+        carrier.local_addr().unwrap(),
+        carrier.local_addr().unwrap()
+    );
+    carrier.send_to(invite.as_bytes(), udp).await.unwrap();
+    let ringing = alice.recv().await;
+    assert_eq!(ringing.method(), Some(&Method::Invite), "the DID rings alice's browser");
+    assert_eq!(ringing.request_uri().unwrap(), alice.contact.as_bytes());
+    alice.respond(&ringing, 486, "alice").await;
+    let mut buf = vec![0u8; 4096];
+    let answer = loop {
+        let (n, _) = tokio::time::timeout(TIMEOUT, carrier.recv_from(&mut buf)).await.unwrap().unwrap();
+        let m = parse(&String::from_utf8_lossy(&buf[..n]));
+        if m.status() != Some(100) {
+            break m;
+        }
+    };
+    assert_eq!(status(&answer), 486, "alice's answer reaches the carrier");
+    assert_eq!(alice.recv().await.method(), Some(&Method::Ack), "the proxy ACKs alice's 486 hop by hop");
+
+    // A stranger (another address) dialling a trunk number must authenticate; nothing
+    // reaches any trunk.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let invite = invite
+        .replace("z9hG4bKcarrier1", "z9hG4bKstranger")
+        .replace("did-1", "fraud-1")
+        .replace(&carrier.local_addr().unwrap().to_string(), &stranger.local_addr().unwrap().to_string());
+    let invite = invite.replace("sip:+15550100@localhost SIP", "sip:00441234567890@localhost SIP");
+    stranger.send_to(invite.as_bytes(), udp).await.unwrap();
+    let refused = loop {
+        let (n, _) = tokio::time::timeout(TIMEOUT, stranger.recv_from(&mut buf)).await.unwrap().unwrap();
+        let m = parse(&String::from_utf8_lossy(&buf[..n]));
+        if m.status() != Some(100) {
+            break m;
+        }
+    };
+    assert_eq!(status(&refused), 407, "{}", String::from_utf8_lossy(refused.as_bytes()));
+    assert!(alice.silent(300).await);
+    server.shutdown(Duration::from_secs(2)).await;
+}
