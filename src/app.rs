@@ -93,6 +93,8 @@ impl Server {
         let mut engine_config = engine_config(config);
         engine_config.listen = listeners.bound.clone();
         engine_config.routing = config.routing().map_err(AppError::Routing)?;
+        engine_config.health_interval = config.proxy.trunk_health_interval;
+        engine_config.health_misses = config.proxy.trunk_health_misses;
         let mut engine = Engine::new(engine_config, Entropy::from_os(), users, wall);
         let bindings_file = config.registrar.persist_bindings.then(|| config.server.state_dir.join("bindings.json"));
         if let Some(path) = &bindings_file {

@@ -67,6 +67,8 @@ async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_
     let [primary_port, backup_port] = free_udp_ports();
     let mut config = config_with_users("trunk-out", ALICE_AND_BOB);
     config.trunks = vec![trunk("primary", primary_port), trunk("backup", backup_port)];
+    // SIPp's scenarios expect an INVITE, not a health ping (the health test covers pings).
+    config.proxy.trunk_health_interval = Duration::ZERO;
     config.routes = vec![RouteConfig {
         name: "uk-national".into(),
         pattern: "0".into(),
@@ -109,6 +111,7 @@ async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     let mut config = config_with_users("trunk-in", ALICE_AND_BOB);
     let [carrier_port] = free_udp_ports();
     config.trunks = vec![trunk("carrier", carrier_port)];
+    config.proxy.trunk_health_interval = Duration::ZERO;
     config.dids = vec![DidConfig { number: "+15550100".into(), users: vec!["alice".into()] }];
     let server = start(&config).await;
     let udp = server.addr(TransportKind::Udp).unwrap();
@@ -158,5 +161,88 @@ async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     };
     assert_eq!(status(&refused), 407, "{}", String::from_utf8_lossy(refused.as_bytes()));
     assert!(alice.silent(300).await);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A trunk target played by a UDP socket: answers OPTIONS pings while `alive`, and
+/// reports every INVITE it sees.
+async fn pinged_target(
+    socket: std::sync::Arc<tokio::net::UdpSocket>,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    invites: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    let mut buf = vec![0u8; 65_535];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        let m = parse(&String::from_utf8_lossy(&buf[..n]));
+        match m.method() {
+            Some(Method::Options) if alive.load(std::sync::atomic::Ordering::SeqCst) => {
+                let reply = webtrunk::message::response::build(&m, &webtrunk::message::response::Reply::new(200));
+                let _ = socket.send_to(&reply, from).await;
+            }
+            Some(Method::Invite) => {
+                let _ = invites.send(());
+                let reply = webtrunk::message::response::build(&m, &webtrunk::message::response::Reply::new(503));
+                let _ = socket.send_to(&reply, from).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_target_that_stops_answering_options_is_skipped_until_it_answers_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let a = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let b = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let mut config = config_with_users("trunk-health", ALICE_AND_BOB);
+    let mut carrier = trunk("carrier", a.local_addr().unwrap().port());
+    carrier.targets.push(TargetConfig {
+        host: "127.0.0.1".into(),
+        port: Some(b.local_addr().unwrap().port()),
+        priority: 1,
+        weight: 1,
+    });
+    config.trunks = vec![carrier];
+    config.routes = vec![RouteConfig {
+        name: "all".into(),
+        pattern: "0".into(),
+        strip: 0,
+        prepend: String::new(),
+        e164: None,
+        trunks: vec!["carrier".into()],
+    }];
+    // Fast timers so that an unanswered ping (Timer F = 64·T1) fails in 640 ms.
+    config.proxy.t1 = Duration::from_millis(10);
+    config.proxy.t2 = Duration::from_millis(40);
+    config.proxy.trunk_health_interval = Duration::from_millis(200);
+    config.proxy.trunk_health_misses = 2;
+    let (a_alive, b_alive) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)));
+    let (a_tx, mut a_invites) = tokio::sync::mpsc::unbounded_channel();
+    let (b_tx, mut b_invites) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(pinged_target(a.clone(), a_alive.clone(), a_tx));
+    tokio::spawn(pinged_target(b.clone(), b_alive.clone(), b_tx));
+    let server = start(&config).await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+
+    // A goes silent; after two unanswered pings it is down and calls go straight to B.
+    a_alive.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let sent = parse(&alice.invite("0123").await);
+    let answer = alice.recv().await;
+    // B's 503 comes back as 500 (§16.7 step 6: a downstream 503 is not ours to pass on).
+    assert_eq!(status(&answer), 500, "B answered; nothing else was tried");
+    alice.ack_failure(&sent, &answer).await;
+    assert!(a_invites.try_recv().is_err(), "the dead target A saw no INVITE");
+    assert!(b_invites.try_recv().is_ok());
+
+    // A answers again: it is up after one answered ping and is tried first.
+    a_alive.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let sent = parse(&alice.invite("0123").await);
+    let answer = alice.recv().await;
+    alice.ack_failure(&sent, &answer).await;
+    assert!(a_invites.try_recv().is_ok(), "A is back in service");
     server.shutdown(Duration::from_secs(2)).await;
 }

@@ -171,6 +171,11 @@ pub struct Proxy {
     pub max_call_duration: Duration,
     /// When a browser's WebSocket dies mid-call, send the other side a BYE.
     pub bye_on_flow_loss: bool,
+    /// OPTIONS ping to every trunk target this often; "0s" turns the pings off.
+    #[serde(with = "humantime_serde")]
+    pub trunk_health_interval: Duration,
+    /// Unanswered pings in a row before a target is skipped by calls.
+    pub trunk_health_misses: u32,
     /// Transactions in progress, including UDP ones kept 32 s after their answer to
     /// absorb retransmissions (Timer J): 500k carries about 7,800 REGISTERs a second over
     /// UDP. Past it new requests get 503.
@@ -289,6 +294,8 @@ impl Default for Proxy {
             timer_c: Duration::from_secs(180),
             max_call_duration: Duration::from_secs(6 * 3600),
             bye_on_flow_loss: true,
+            trunk_health_interval: Duration::from_secs(30),
+            trunk_health_misses: 3,
             max_transactions: 500_000,
         }
     }

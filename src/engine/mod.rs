@@ -67,6 +67,10 @@ pub struct EngineConfig {
     pub proxy: ProxySettings,
     /// Trunks, outbound rules, DIDs and dialling policies.
     pub routing: crate::routing::RoutingTable,
+    /// OPTIONS pings to trunk targets: every `health_interval`, down after
+    /// `health_misses` unanswered in a row. A zero interval turns them off.
+    pub health_interval: Duration,
+    pub health_misses: u32,
 }
 
 /// The proxy's knobs that come from the configuration.
@@ -102,6 +106,8 @@ impl Default for EngineConfig {
             listen: Vec::new(),
             proxy: ProxySettings::default(),
             routing: crate::routing::RoutingTable::default(),
+            health_interval: Duration::from_secs(30),
+            health_misses: 3,
         }
     }
 }
@@ -265,6 +271,10 @@ pub(crate) struct Local {
     flow_aliases: HashMap<FlowId, FlowId>,
     /// Replacements seen while routing, for the proxy to move its dialogs.
     replaced: Vec<(FlowId, FlowId)>,
+    health: crate::routing::HealthChecks,
+    /// OPTIONS pings in flight, by the id the proxy reports their outcome under.
+    pings: HashMap<u64, crate::routing::TargetKey>,
+    next_ping: u64,
     registrar: Registrar,
     auth: Authenticator,
     users: Users,
@@ -291,6 +301,10 @@ impl Engine {
             ..ProxyConfig::default()
         };
         let proxy = Proxy::new(proxy_config, entropy.bytes::<32>());
+        let mut health = crate::routing::HealthChecks::new(config.health_interval, config.health_misses.max(1));
+        if !config.health_interval.is_zero() {
+            health.watch_table(&config.routing, wall.at);
+        }
         let local = Local {
             config,
             entropy,
@@ -298,6 +312,9 @@ impl Engine {
             flows: HashMap::new(),
             flow_aliases: HashMap::new(),
             replaced: Vec::new(),
+            health,
+            pings: HashMap::new(),
+            next_ping: 0,
             registrar,
             auth,
             users,
@@ -332,9 +349,11 @@ impl Engine {
         }
     }
 
-    /// Fires due timers: transactions, expired bindings, housekeeping, the bindings file.
+    /// Fires due timers: transactions, expired bindings, housekeeping, the bindings file,
+    /// trunk health pings.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(now, &mut self.local);
+        self.ping_trunks(now);
         let local = &mut self.local;
         if local.registrar.next_expiry().is_some_and(|at| at <= now) && local.registrar.sweep(now) > 0 {
             local.bindings_changed(now);
@@ -362,10 +381,17 @@ impl Engine {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let local = &self.local;
-        [Some(local.housekeeping_due), local.persist_due, local.registrar.next_expiry(), self.proxy.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let health = (!local.config.health_interval.is_zero()).then(|| local.health.poll_timeout()).flatten();
+        [
+            Some(local.housekeeping_due),
+            local.persist_due,
+            local.registrar.next_expiry(),
+            self.proxy.poll_timeout(),
+            health,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Bindings to write to the state file, when they changed (at most once a second).
@@ -413,7 +439,8 @@ impl Engine {
         tracing::debug!(from = %source.remote, transport = %source.kind, flow = ?source.flow.map(|f| f.0), "recv {}", message.summary());
         tracing::trace!(from = %source.remote, "recv\n{}", String::from_utf8_lossy(message.as_bytes()));
         if !message.is_request() {
-            return self.proxy.handle_response(now, message, &mut self.local);
+            self.proxy.handle_response(now, message, &mut self.local);
+            return self.health_outcomes(now);
         }
         if let Err(error) = validate(&message) {
             self.local.stats.malformed += 1;
@@ -440,6 +467,56 @@ impl Engine {
         self.proxy.handle_request(now, message, source, &mut self.local);
         for (old, new) in std::mem::take(&mut self.local.replaced) {
             self.proxy.flow_replaced(old, new);
+        }
+    }
+
+    /// RFC 3261 §11 OPTIONS to every trunk target that is due, and what came back: a
+    /// target that stops answering is skipped by calls until it answers again.
+    fn ping_trunks(&mut self, now: Instant) {
+        if self.local.config.health_interval.is_zero() {
+            return;
+        }
+        let Some(local) = self.local.config.listen.iter().find(|(k, _)| *k == TransportKind::Udp).map(|(_, a)| *a)
+        else {
+            return;
+        };
+        for target in self.local.health.due(now) {
+            let Ok(ip) = target.host.parse::<IpAddr>() else { continue };
+            let remote = SocketAddr::new(ip, target.port.unwrap_or(5060));
+            self.local.next_ping += 1;
+            let id = self.local.next_ping;
+            let call_id = self.local.entropy.token(16);
+            let uri = format!("sip:{}", crate::proxy::host_port_of(remote));
+            let text = format!(
+                "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKwtping{id}.{call_id};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:webtrunk@{}>;tag=ping{id}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\n\
+                 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                crate::proxy::host_port_of(local),
+                crate::proxy::host_port_of(local),
+            );
+            let destination = Destination::Datagram { local, remote };
+            if self.proxy.originate(now, Bytes::from(text), destination, id, &mut self.local) {
+                self.local.pings.insert(id, target);
+            }
+        }
+        self.health_outcomes(now);
+    }
+
+    fn health_outcomes(&mut self, now: Instant) {
+        while let Some((id, status)) = self.proxy.poll_outcome() {
+            let Some(target) = self.local.pings.remove(&id) else { continue };
+            // Any answer means the target is alive; only silence is a miss.
+            let change = match status {
+                Some(_) => self.local.health.answered(&target, now),
+                None => self.local.health.missed(&target, now),
+            };
+            match change {
+                Some(crate::routing::Health::Down) => {
+                    tracing::warn!(%target, "trunk target down: no answer to OPTIONS")
+                }
+                Some(crate::routing::Health::Up) => tracing::info!(%target, "trunk target up again"),
+                None => {}
+            }
         }
     }
 

@@ -67,7 +67,13 @@ impl Local {
             }
             let entropy = &mut self.entropy;
             let mut random = || u32::from_be_bytes(entropy.bytes::<4>());
-            for target in RoutingTable::order_targets(&trunk.targets, &mut random) {
+            // Targets known dead (OPTIONS unanswered) are skipped: a call never waits on one.
+            let ordered = if self.config.health_interval.is_zero() {
+                RoutingTable::order_targets(&trunk.targets, &mut random)
+            } else {
+                self.health.available_targets(trunk, &mut random)
+            };
+            for target in ordered {
                 let Ok(ip) = target.host.parse::<std::net::IpAddr>() else {
                     tracing::debug!(trunk = %trunk.name, host = %target.host, "skipped: names are not resolved yet");
                     continue;

@@ -32,6 +32,11 @@ use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
 use context::{Branch, BranchState, Context};
 use token::{OwnRoute, TokenKey, host_port};
 
+/// `host:port` of an address as a SIP URI or Via writes it (IPv6 in brackets).
+pub fn host_port_of(addr: SocketAddr) -> String {
+    host_port(addr)
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub timers: TimerConfig,
@@ -154,6 +159,10 @@ pub struct Proxy {
     branches: HashMap<TransactionKey, TransactionKey>,
     tokens: TokenKey,
     dialogs: Dialogs,
+    /// Requests we send ourselves (OPTIONS health checks), by client key.
+    originated: HashMap<TransactionKey, u64>,
+    /// Their outcomes: a final status, or `None` for a timeout or transport error.
+    outcomes: VecDeque<(u64, Option<u16>)>,
     transmits: VecDeque<Transmit>,
     stats: ProxyStats,
 }
@@ -167,6 +176,8 @@ impl Proxy {
             contexts: HashMap::new(),
             branches: HashMap::new(),
             tokens: TokenKey::new(secret),
+            originated: HashMap::new(),
+            outcomes: VecDeque::new(),
             transmits: VecDeque::new(),
             stats: ProxyStats::default(),
         }
@@ -178,6 +189,33 @@ impl Proxy {
 
     pub fn stats(&self) -> ProxyStats {
         ProxyStats { dialogs_open: self.dialogs.len() as u64, ..self.stats }
+    }
+
+    /// Sends a request of our own (an OPTIONS ping) through a client transaction; its
+    /// outcome comes out of [`Self::poll_outcome`] under `id`.
+    pub fn originate(
+        &mut self,
+        now: Instant,
+        request: Bytes,
+        destination: Destination,
+        id: u64,
+        policy: &mut dyn RoutingPolicy,
+    ) -> bool {
+        let Ok(message) = Message::parse(request, &Limits::default()) else { return false };
+        let Some(key) = client_key(&message) else { return false };
+        let reliable = !matches!(destination, Destination::Datagram { .. });
+        let txn = ClientNonInvite::new(now, message, reliable, self.config.timers);
+        if self.table.insert(key.clone(), destination, txn).is_err() {
+            return false;
+        }
+        self.originated.insert(key, id);
+        self.drain(now, policy);
+        true
+    }
+
+    /// The outcome of a request of ours: its final status, or `None` when it timed out.
+    pub fn poll_outcome(&mut self) -> Option<(u64, Option<u16>)> {
+        self.outcomes.pop_front()
     }
 
     /// A party re-registered on a new flow (RFC 5626 flow replacement): its calls follow.
@@ -721,6 +759,20 @@ impl Proxy {
     /// Acts on what the transactions produced.
     fn drain(&mut self, now: Instant, policy: &mut dyn RoutingPolicy) {
         while let Some(TableOutput { key, destination, output }) = self.table.poll_output() {
+            if let Some(&id) = self.originated.get(&key) {
+                match output {
+                    Output::Transmit(bytes) => self.transmits.push_back(Transmit { destination, bytes }),
+                    Output::Response(r) if r.status().is_some_and(|s| s >= 200) => {
+                        self.outcomes.push_back((id, r.status()));
+                    }
+                    Output::Timeout => self.outcomes.push_back((id, None)),
+                    Output::Terminated => {
+                        self.originated.remove(&key);
+                    }
+                    Output::Response(_) | Output::Ack(_) => {}
+                }
+                continue;
+            }
             match output {
                 Output::Transmit(bytes) => self.transmits.push_back(Transmit { destination, bytes }),
                 Output::Response(response) => self.on_branch_response(now, &key, response),
