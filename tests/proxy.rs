@@ -277,3 +277,55 @@ async fn a_strict_routing_phone_still_reaches_the_browser() {
     assert_eq!(status(&bob.recv().await), 200);
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn subscribe_is_record_routed_and_notify_reaches_the_browser_over_its_flow() {
+    let (server, _config) = server("proxy-presence").await;
+    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
+    bob.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    // BLF: alice subscribes to bob's dialog state, through the 407 like any initial request.
+    let call_id = alice.next_id();
+    let mut auth: Option<String> = None;
+    let mut cseq = 1;
+    let subscribe = loop {
+        let text = format!(
+            "SUBSCRIBE sip:bob@localhost SIP/2.0\r\nVia: SIP/2.0/WS {};branch=z9hG4bK{call_id}{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=s{call_id}\r\nTo: <sip:bob@localhost>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <{}>\r\nEvent: dialog\r\nExpires: 600\r\n{}\
+             Content-Length: 0\r\n\r\n",
+            alice.sent_by,
+            alice.contact,
+            auth.as_ref().map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default()
+        );
+        alice.send(&text).await;
+        if auth.is_some() {
+            break parse(&text);
+        }
+        let challenge = alice.recv().await;
+        assert_eq!(status(&challenge), 407);
+        auth = Some(alice.answer(&challenge, HeaderName::ProxyAuthenticate, "SUBSCRIBE", "sip:bob@localhost"));
+        cseq += 1;
+    };
+    let at_bob = bob.recv().await;
+    assert_eq!(method(&at_bob), Some(Method::Subscribe));
+    let rr = all(&at_bob, HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 2, "SUBSCRIBE creates a dialog and is record-routed");
+    bob.respond(&at_bob, 200, "bobsub").await;
+    assert_eq!(status(&alice.recv().await), 200);
+
+    // Bob's NOTIFY follows the route set; alice's contact is a .invalid host, so only the
+    // flow token can deliver it.
+    let bob_dialog = Dialog {
+        local: format!("{};tag=bobsub", header(&subscribe, HeaderName::To)),
+        remote: header(&subscribe, HeaderName::From),
+        call_id: header(&subscribe, HeaderName::CallId),
+    };
+    bob.in_dialog("NOTIFY", &alice.contact.clone(), &rr, &bob_dialog, 1).await;
+    let notify = alice.recv().await;
+    assert_eq!(method(&notify), Some(Method::Notify));
+    alice.respond(&notify, 200, "unused").await;
+    assert_eq!(status(&bob.recv().await), 200);
+    server.shutdown(Duration::from_secs(2)).await;
+}
