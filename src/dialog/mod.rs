@@ -90,6 +90,10 @@ impl Dialog {
 #[derive(Debug)]
 pub struct Dialogs {
     dialogs: HashMap<DialogId, Dialog>,
+    /// Ends by time, earliest first; entries of dialogs already gone are skipped when
+    /// they come up, so expiry never scans every dialog.
+    ends: std::collections::BTreeMap<(Instant, u64), DialogId>,
+    seq: u64,
     max_duration: Duration,
     capacity: usize,
     started_total: u64,
@@ -97,7 +101,14 @@ pub struct Dialogs {
 
 impl Dialogs {
     pub fn new(max_duration: Duration, capacity: usize) -> Self {
-        Self { dialogs: HashMap::new(), max_duration, capacity, started_total: 0 }
+        Self {
+            dialogs: HashMap::new(),
+            ends: std::collections::BTreeMap::new(),
+            seq: 0,
+            max_duration,
+            capacity,
+            started_total: 0,
+        }
     }
 
     /// A 2xx to an initial INVITE went upstream. A second 2xx for the same dialog
@@ -107,7 +118,10 @@ impl Dialogs {
             return false;
         }
         self.started_total += 1;
-        let dialog = Dialog { id: id.clone(), caller, callee, started: now, ends_at: now + self.max_duration };
+        let ends_at = now + self.max_duration;
+        self.seq += 1;
+        self.ends.insert((ends_at, self.seq), id.clone());
+        let dialog = Dialog { id: id.clone(), caller, callee, started: now, ends_at };
         self.dialogs.insert(id, dialog);
         true
     }
@@ -156,12 +170,24 @@ impl Dialogs {
 
     /// Dialogs past their maximum duration, removed.
     pub fn expired(&mut self, now: Instant) -> Vec<Dialog> {
-        let ids: Vec<DialogId> = self.dialogs.values().filter(|d| d.ends_at <= now).map(|d| d.id.clone()).collect();
-        ids.into_iter().filter_map(|id| self.dialogs.remove(&id)).collect()
+        let mut out = Vec::new();
+        while let Some(entry) = self.ends.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let id = entry.remove();
+            if self.dialogs.get(&id).is_some_and(|d| d.ends_at <= now)
+                && let Some(d) = self.dialogs.remove(&id)
+            {
+                out.push(d);
+            }
+        }
+        out
     }
 
+    /// When [`Self::expired`] is next worth calling (possibly early, never late).
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.dialogs.values().map(|d| d.ends_at).min()
+        self.ends.keys().next().map(|(at, _)| *at)
     }
 
     pub fn len(&self) -> usize {

@@ -159,6 +159,11 @@ pub struct Proxy {
     branches: HashMap<TransactionKey, TransactionKey>,
     tokens: TokenKey,
     dialogs: Dialogs,
+    /// Branch deadlines (Timer C, failover), earliest first. Entries go stale when a
+    /// deadline moves or is cleared; they are checked against the branch when they fire,
+    /// so nothing here is ever scanned in full.
+    branch_deadlines: std::collections::BTreeMap<(Instant, u64), TransactionKey>,
+    deadline_seq: u64,
     /// Requests we send ourselves (OPTIONS health checks), by client key.
     originated: HashMap<TransactionKey, u64>,
     /// Their outcomes: a final status, or `None` for a timeout or transport error.
@@ -176,6 +181,8 @@ impl Proxy {
             contexts: HashMap::new(),
             branches: HashMap::new(),
             tokens: TokenKey::new(secret),
+            branch_deadlines: std::collections::BTreeMap::new(),
+            deadline_seq: 0,
             originated: HashMap::new(),
             outcomes: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -231,31 +238,39 @@ impl Proxy {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timer_c = self
-            .contexts
-            .values()
-            .flat_map(|c| c.branches.iter().flat_map(|b| [b.timer_c, b.failover_at]).flatten())
-            .min();
-        [self.table.poll_timeout(), timer_c, self.dialogs.next_expiry()].into_iter().flatten().min()
+        let branch = self.branch_deadlines.keys().next().map(|(at, _)| *at);
+        [self.table.poll_timeout(), branch, self.dialogs.next_expiry()].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, policy: &mut dyn RoutingPolicy) {
         self.table.handle_timeout(now);
         // §16.8: Timer C on a ringing branch cancels it; one that never rang is Timer B's.
         let mut expired = Vec::new();
-        for (server, ctx) in &mut self.contexts {
-            for b in &mut ctx.branches {
-                if b.timer_c.is_some_and(|at| at <= now) {
-                    b.timer_c = None;
-                    expired.push((server.clone(), b.key.clone()));
-                }
+        let mut silent = Vec::new();
+        while let Some(entry) = self.branch_deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let branch = entry.remove();
+            let Some(server) = self.branches.get(&branch).cloned() else { continue };
+            let Some(b) = self.contexts.get_mut(&server).and_then(|c| c.branches.iter_mut().find(|b| b.key == branch))
+            else {
+                continue;
+            };
+            if b.timer_c.is_some_and(|at| at <= now) {
+                b.timer_c = None;
+                expired.push((server.clone(), branch.clone()));
+            }
+            if b.failover_at.is_some_and(|at| at <= now) {
+                b.failover_at = None;
+                silent.push(branch);
             }
         }
         for (server, branch) in expired {
             tracing::debug!(%branch, "Timer C fired; cancelling the branch");
             self.cancel_branch(now, &server, &branch);
         }
-        self.abandon_silent_branches(now);
+        self.abandon_silent_branches(now, silent);
         for dialog in self.dialogs.expired(now) {
             tracing::info!(call_id = %dialog.id.call_id, "maximum call duration reached; ending the call");
             self.send_bye(now, &dialog, Side::Caller, "max duration", policy);
@@ -636,8 +651,11 @@ impl Proxy {
         }
         self.stats.branches += 1;
         self.branches.insert(client.clone(), key.clone());
-        let mut branch = Branch::new(client, target.destination, is_invite.then(|| now + self.config.timer_c));
+        let mut branch = Branch::new(client.clone(), target.destination, is_invite.then(|| now + self.config.timer_c));
         branch.failover_at = target.failover_timeout.map(|t| now + t);
+        for at in [branch.timer_c, branch.failover_at].into_iter().flatten() {
+            self.schedule(at, &client);
+        }
         if let Some(ctx) = self.contexts.get_mut(key) {
             ctx.branches.push(branch);
         }
@@ -823,12 +841,16 @@ impl Proxy {
             }
             b.failover_at = None;
             // §16.7 step 2: a provisional restarts Timer C.
-            if b.timer_c.is_some() {
-                b.timer_c = Some(now + self.config.timer_c);
+            let restarted = b.timer_c.is_some().then(|| now + self.config.timer_c);
+            if let Some(at) = restarted {
+                b.timer_c = Some(at);
             }
             if !ctx.final_sent {
                 let bytes = Bytes::from(forward::response(&response));
                 let _ = self.table.send_response(now, &server, bytes, code);
+            }
+            if let Some(at) = restarted {
+                self.schedule(at, branch);
             }
             if ring_cancel {
                 self.cancel_branch(now, &server, branch);
@@ -872,6 +894,11 @@ impl Proxy {
         self.maybe_send_best(now, &server);
     }
 
+    fn schedule(&mut self, at: Instant, branch: &TransactionKey) {
+        self.deadline_seq += 1;
+        self.branch_deadlines.insert((at, self.deadline_seq), branch.clone());
+    }
+
     /// Starts the next target of a failover search, if one is left and nothing final went
     /// upstream yet.
     fn fail_over(&mut self, now: Instant, server: &TransactionKey) {
@@ -888,17 +915,8 @@ impl Proxy {
         }
     }
 
-    /// A branch that did not answer within its failover time is abandoned as if it timed out.
-    fn abandon_silent_branches(&mut self, now: Instant) {
-        let mut silent = Vec::new();
-        for ctx in self.contexts.values_mut() {
-            for b in &mut ctx.branches {
-                if b.failover_at.is_some_and(|at| at <= now) {
-                    b.failover_at = None;
-                    silent.push(b.key.clone());
-                }
-            }
-        }
+    /// Branches that did not answer within their failover time, abandoned as if they timed out.
+    fn abandon_silent_branches(&mut self, now: Instant, silent: Vec<TransactionKey>) {
         for branch in silent {
             let Some(request) = self.table.remove(&branch).map(|t| t.request().clone()) else { continue };
             tracing::debug!(%branch, "no answer within the failover timeout");

@@ -77,6 +77,11 @@ pub trait LocationStore: std::fmt::Debug + Send {
 pub struct MemoryStore {
     by_aor: HashMap<String, Vec<Binding>>,
     count: usize,
+    /// Binding expiries, earliest first, by AOR. Entries go stale when a binding is
+    /// refreshed or removed; a sweep only visits the AORs whose entries came due, so
+    /// neither the timer nor the sweep scans every binding.
+    expiries: std::collections::BTreeMap<(Instant, u64), String>,
+    seq: u64,
 }
 
 impl LocationStore for MemoryStore {
@@ -85,6 +90,10 @@ impl LocationStore for MemoryStore {
     }
 
     fn replace(&mut self, aor: &str, bindings: Vec<Binding>) {
+        for b in &bindings {
+            self.seq += 1;
+            self.expiries.insert((b.expires_at, self.seq), aor.to_string());
+        }
         let old = if bindings.is_empty() {
             self.by_aor.remove(aor).map_or(0, |b| b.len())
         } else {
@@ -117,19 +126,30 @@ impl LocationStore for MemoryStore {
     }
 
     fn sweep(&mut self, now: Instant) -> usize {
+        let mut due = Vec::new();
+        while let Some(entry) = self.expiries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
         let mut removed = 0;
-        self.by_aor.retain(|_, bindings| {
+        for aor in due {
+            let Some(bindings) = self.by_aor.get_mut(&aor) else { continue };
             let before = bindings.len();
             bindings.retain(|b| b.expires_at > now);
             removed += before - bindings.len();
-            !bindings.is_empty()
-        });
+            if bindings.is_empty() {
+                self.by_aor.remove(&aor);
+            }
+        }
         self.count -= removed;
         removed
     }
 
+    /// When a sweep is next worth doing (possibly early, never late).
     fn next_expiry(&self) -> Option<Instant> {
-        self.by_aor.values().flatten().map(|b| b.expires_at).min()
+        self.expiries.keys().next().map(|(at, _)| *at)
     }
 
     fn all(&self) -> Vec<Binding> {
