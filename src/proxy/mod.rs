@@ -377,10 +377,12 @@ impl Proxy {
             reply.headers.push(("Retry-After", "5".into()));
             return self.stateless_reply(&request, &source, reply);
         }
-        if request.method() == Some(&Method::Invite) {
+        let decision = self.decide(now, &request, &source, policy);
+        // §16.2/§17.2.1: 100 Trying only when the answer will take a while; a local
+        // answer (a 407, a 404) goes out at once and needs none.
+        if request.method() == Some(&Method::Invite) && !matches!(decision, Decision::Reply(_)) {
             let _ = self.table.send_trying(now, &key, Some(source.remote));
         }
-        let decision = self.decide(now, &request, &source, policy);
         match decision {
             Decision::Reply(reply) => self.reply_bytes(now, &key, &request, reply),
             Decision::Forward(targets) | Decision::Failover(targets) if targets.is_empty() => {
@@ -614,11 +616,11 @@ impl Proxy {
             if target.kind == TransportKind::Udp { ";rport" } else { "" }
         );
         let rr = if record_route {
-            // RFC 5658: one entry facing each side, each naming its side's flow.
-            vec![
-                self.tokens.record_route(target.local, target.kind, target.flow),
-                self.tokens.record_route(source.local, source.kind, source.flow),
-            ]
+            // RFC 5658: one entry facing each side, each naming its side's flow; one entry
+            // does when both sides are the same interface and neither is a connection.
+            let facing_target = self.tokens.record_route(target.local, target.kind, target.flow);
+            let facing_source = self.tokens.record_route(source.local, source.kind, source.flow);
+            if facing_target == facing_source { vec![facing_target] } else { vec![facing_target, facing_source] }
         } else {
             Vec::new()
         };
