@@ -24,6 +24,15 @@ async fn server(name: &str) -> (webtrunk::app::Server, webtrunk::config::Config)
     (server, config)
 }
 
+/// alice on a WebSocket and bob on a UDP desk phone, both registered.
+async fn browser_and_phone(server: &webtrunk::app::Server) -> (Ua, Ua) {
+    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
+    bob.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    (alice, bob)
+}
+
 fn method(m: &webtrunk::message::Message) -> Option<Method> {
     m.method().cloned()
 }
@@ -31,10 +40,7 @@ fn method(m: &webtrunk::message::Message) -> Option<Method> {
 #[tokio::test]
 async fn browser_calls_a_desk_phone_and_the_phone_hangs_up_over_the_browsers_flow() {
     let (server, _config) = server("proxy-call").await;
-    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
-    bob.register().await;
-    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
-    alice.register().await;
+    let (mut alice, mut bob) = browser_and_phone(&server).await;
 
     let sent = parse(&alice.invite("bob").await);
     let invite = bob.recv().await;
@@ -89,10 +95,7 @@ async fn browser_calls_a_desk_phone_and_the_phone_hangs_up_over_the_browsers_flo
 #[tokio::test]
 async fn cancel_before_answer_gives_487_and_cancels_the_branch() {
     let (server, _config) = server("proxy-cancel").await;
-    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
-    bob.register().await;
-    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
-    alice.register().await;
+    let (mut alice, mut bob) = browser_and_phone(&server).await;
     let sent = parse(&alice.invite("bob").await);
     let invite = bob.recv().await;
     bob.respond(&invite, 180, "bobtag").await;
@@ -127,10 +130,7 @@ async fn cancel_before_answer_gives_487_and_cancels_the_branch() {
 #[tokio::test]
 async fn busy_phone_486_reaches_the_caller() {
     let (server, _config) = server("proxy-busy").await;
-    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
-    bob.register().await;
-    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
-    alice.register().await;
+    let (mut alice, mut bob) = browser_and_phone(&server).await;
     let sent = parse(&alice.invite("bob").await);
     let invite = bob.recv().await;
     bob.respond(&invite, 486, "bobtag").await;
@@ -281,10 +281,7 @@ async fn a_strict_routing_phone_still_reaches_the_browser() {
 #[tokio::test]
 async fn subscribe_is_record_routed_and_notify_reaches_the_browser_over_its_flow() {
     let (server, _config) = server("proxy-presence").await;
-    let mut bob = Ua::udp("bob", "bob-secret", server.addr(TransportKind::Udp).unwrap()).await;
-    bob.register().await;
-    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
-    alice.register().await;
+    let (mut alice, mut bob) = browser_and_phone(&server).await;
     // BLF: alice subscribes to bob's dialog state, through the 407 like any initial request.
     let call_id = alice.next_id();
     let mut auth: Option<String> = None;

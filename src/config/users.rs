@@ -44,12 +44,7 @@ struct UserRecord {
 /// user when there is one).
 pub fn load(path: &Path) -> Result<Users, Vec<String>> {
     let file = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: cannot read: {e}")])?;
-    let parsed: UsersFile = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .build()
-        .and_then(config::Config::try_deserialize)
-        .map_err(|e| vec![format!("{file}: {e}")])?;
+    let parsed = read(path)?;
     let mut users = HashMap::new();
     let mut problems = Vec::new();
     for (index, record) in parsed.user.into_iter().enumerate() {
@@ -85,12 +80,7 @@ pub fn load(path: &Path) -> Result<Users, Vec<String>> {
 /// The dialling policies of the users in a users file, for the routing table.
 pub fn policies(path: &Path) -> Result<Vec<(String, UserPolicy)>, Vec<String>> {
     let file = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: cannot read: {e}")])?;
-    let parsed: UsersFile = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .build()
-        .and_then(config::Config::try_deserialize)
-        .map_err(|e| vec![format!("{file}: {e}")])?;
+    let parsed = read(path)?;
     let mut problems = Vec::new();
     let mut out = Vec::new();
     for record in parsed.user {
@@ -114,6 +104,16 @@ pub fn policies(path: &Path) -> Result<Vec<(String, UserPolicy)>, Vec<String>> {
         out.push((record.name.clone(), UserPolicy { allowed, denied, caller_id: record.caller_id.clone() }));
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+fn read(path: &Path) -> Result<UsersFile, Vec<String>> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: cannot read: {e}")])?;
+    config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(|e| vec![format!("{file}: {e}")])
 }
 
 /// The `[[user]]` entry `webtrunk user add` prints: hashes only, never the password.
