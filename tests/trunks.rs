@@ -66,7 +66,9 @@ async fn finished(child: tokio::process::Child) {
 async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_trunk() {
     let [primary_port, backup_port] = free_udp_ports();
     let mut config = config_with_users("trunk-out", ALICE_AND_BOB);
-    config.trunks = vec![trunk("primary", primary_port), trunk("backup", backup_port)];
+    let mut backup = trunk("backup", backup_port);
+    backup.asserted_identity = Some("<sip:+442079460000@carrier.example>".into());
+    config.trunks = vec![trunk("primary", primary_port), backup];
     // SIPp's scenarios expect an INVITE, not a health ping (the health test covers pings).
     config.proxy.trunk_health_interval = Duration::ZERO;
     config.routes = vec![RouteConfig {

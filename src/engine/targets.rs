@@ -65,6 +65,13 @@ impl Local {
                 tracing::debug!(trunk = %trunk.name, "skipped: only UDP trunks are dialled yet");
                 continue;
             }
+            // Caller ID toward this trunk (RFC 3325): the trunk's own, else the caller's
+            // configured number, else none (the trunk sees From as sent).
+            let domain = self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into());
+            let asserted = trunk
+                .asserted_identity
+                .clone()
+                .or_else(|| route.from_user(trunk).map(|user| format!("<sip:{user}@{domain}>")));
             let entropy = &mut self.entropy;
             let mut random = || u32::from_be_bytes(entropy.bytes::<4>());
             // Targets known dead (OPTIONS unanswered) are skipped: a call never waits on one.
@@ -94,6 +101,7 @@ impl Local {
                     pop_routes: 0,
                     strict: false,
                     failover_timeout: Some(trunk.failover_timeout),
+                    asserted_identity: asserted.clone(),
                 });
             }
         }
@@ -136,6 +144,7 @@ impl Local {
                     pop_routes: 0,
                     strict: false,
                     failover_timeout: None,
+                    asserted_identity: None,
                 })
             })
             .collect();

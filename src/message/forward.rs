@@ -25,6 +25,9 @@ pub struct RequestEdit {
     /// Remove the last Route element too: it became the Request-URI (strict-route
     /// compatibility, §16.4).
     pub drop_last_route: bool,
+    /// The identity we assert for the caller toward a trusted peer (RFC 3325): any
+    /// P-Asserted-Identity the request carried is replaced by this one.
+    pub asserted_identity: Option<String>,
 }
 
 /// The forwarded request as bytes.
@@ -90,6 +93,7 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
                 push_raw(&mut out, message.raw_line(header));
             }
             HeaderName::ProxyAuthorization if consumed(&message.value(header), edit.consume_realm.as_deref()) => {}
+            HeaderName::PAssertedIdentity if edit.asserted_identity.is_some() => {}
             HeaderName::ContentLength => {}
             _ => push_raw(&mut out, message.raw_line(header)),
         }
@@ -102,6 +106,9 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
     }
     if !record_routed {
         push_list(&mut out, "Record-Route", &edit.record_route);
+    }
+    if let Some(identity) = &edit.asserted_identity {
+        push_field(&mut out, "P-Asserted-Identity", identity);
     }
     finish(&mut out, message.body());
     out
@@ -227,6 +234,7 @@ mod tests {
             push_routes: vec![],
             consume_realm: None,
             drop_last_route: false,
+            asserted_identity: None,
         };
         let out = String::from_utf8(request(&m, &edit)).unwrap();
         assert_eq!(
@@ -295,6 +303,26 @@ mod tests {
             out.contains("Route: <sip:r2;lr>\r\n") && !out.contains("r1") && !out.contains("<sip:target@h>"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn asserted_identity_replaces_what_the_caller_claimed() {
+        let m = parse("INVITE sip:b@h SIP/2.0\r\nP-Asserted-Identity: <sip:+19999@spoofed>\r\nCall-ID: c\r\n\r\n");
+        let edit = RequestEdit {
+            via: "v".into(),
+            max_forwards: 9,
+            asserted_identity: Some("<sip:+442079460000@carrier.example>".into()),
+            ..RequestEdit::default()
+        };
+        let out = String::from_utf8(request(&m, &edit)).unwrap();
+        assert!(
+            !out.contains("spoofed") && out.contains("P-Asserted-Identity: <sip:+442079460000@carrier.example>\r\n"),
+            "{out}"
+        );
+        let kept =
+            String::from_utf8(request(&m, &RequestEdit { via: "v".into(), max_forwards: 9, ..RequestEdit::default() }))
+                .unwrap();
+        assert!(kept.contains("spoofed"), "no policy, no change");
     }
 
     #[test]

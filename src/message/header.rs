@@ -94,6 +94,7 @@ header_names! {
     Server = "Server", compact None, list false;
     Warning = "Warning", compact None, list true;
     Reason = "Reason", compact None, list true;
+    PAssertedIdentity = "P-Asserted-Identity", compact None, list true;
 }
 
 #[cfg(test)]

@@ -93,6 +93,8 @@ pub struct Target {
     /// With [`Decision::Failover`]: give up on this target when it has not answered even
     /// provisionally within this time, instead of waiting for Timer B (32 s).
     pub failover_timeout: Option<Duration>,
+    /// P-Asserted-Identity to send (a trunk's caller-ID policy, RFC 3325).
+    pub asserted_identity: Option<String>,
 }
 
 /// A response the proxy sends itself, built from the request.
@@ -506,6 +508,7 @@ impl Proxy {
                 pop_routes: popped,
                 strict,
                 failover_timeout: None,
+                asserted_identity: None,
             });
         }
         // The next hop is the next Route entry, or the Request-URI: a UDP peer by address.
@@ -532,6 +535,7 @@ impl Proxy {
             pop_routes: popped,
             strict,
             failover_timeout: None,
+            asserted_identity: None,
         })
     }
 
@@ -633,6 +637,7 @@ impl Proxy {
             push_routes: target.routes.clone(),
             consume_realm: self.config.realm.clone(),
             drop_last_route: target.strict,
+            asserted_identity: target.asserted_identity.clone(),
         };
         let bytes = Bytes::from(forward::request(request, &edit));
         let Ok(forwarded) = Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
@@ -745,6 +750,7 @@ impl Proxy {
             push_routes: target.routes,
             consume_realm: self.config.realm.clone(),
             drop_last_route: target.strict,
+            asserted_identity: None,
         };
         self.transmits.push_back(Transmit {
             destination: target.destination,
@@ -1072,6 +1078,7 @@ mod tests {
                         pop_routes: 0,
                         strict: false,
                         failover_timeout: Some(Duration::from_secs(2)),
+                        asserted_identity: None,
                     })
                     .collect(),
             )
