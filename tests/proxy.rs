@@ -53,6 +53,7 @@ async fn browser_calls_a_desk_phone_and_the_phone_hangs_up_over_the_browsers_flo
     assert!(rr[0].contains("transport=udp") && rr[1].contains("transport=ws"), "{rr:?}");
     assert_eq!(invite.body(), b"v=0\n");
     assert!(invite.header(HeaderName::ProxyAuthorization).is_none(), "our realm's credentials are consumed (§22.3)");
+    assert_eq!(header(&invite, HeaderName::PAssertedIdentity), "<sip:alice@localhost>", "RFC 3325: who authenticated");
 
     bob.respond(&invite, 180, "bobtag").await;
     let ringing = alice.recv().await;

@@ -30,7 +30,8 @@ impl Local {
             let users = self.config.routing.did(&normalise(&user)).map_err(RequestError::Route)?.to_vec();
             let mut targets = Vec::new();
             for u in &users {
-                targets.extend(self.targets(now, &ruri.host, u)?);
+                // The trunk's own identity headers are trusted and pass unchanged.
+                targets.extend(self.targets(now, &ruri.host, u, None)?);
             }
             if targets.is_empty() {
                 return Err(RequestError::Unavailable);
@@ -39,7 +40,11 @@ impl Local {
         }
         let caller = self.authenticate_caller(now, request, source)?;
         if self.users.contains(&user) {
-            let targets = self.targets(now, &ruri.host, &user)?;
+            // RFC 3325 inside our domain: the callee learns who authenticated, and any
+            // identity the caller claimed is replaced.
+            let domain = self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into());
+            let asserted = Some(format!("<sip:{caller}@{domain}>"));
+            let targets = self.targets(now, &ruri.host, &user, asserted)?;
             if targets.is_empty() {
                 return Err(RequestError::Unavailable);
             }
@@ -112,7 +117,13 @@ impl Local {
     }
 
     /// The live devices of a user of ours.
-    fn targets(&self, now: Instant, host: &Host, user: &str) -> Result<Vec<Target>, RequestError> {
+    fn targets(
+        &self,
+        now: Instant,
+        host: &Host,
+        user: &str,
+        asserted_identity: Option<String>,
+    ) -> Result<Vec<Target>, RequestError> {
         let domain = match host {
             Host::Name(name) => name.clone(),
             Host::Ip(_) => self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into()),
@@ -144,7 +155,7 @@ impl Local {
                     pop_routes: 0,
                     strict: false,
                     failover_timeout: None,
-                    asserted_identity: None,
+                    asserted_identity: asserted_identity.clone(),
                 })
             })
             .collect();
