@@ -8,14 +8,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::ua::{Dialog, Ua, all, header, parse, status};
+use common::ua::{Ua, parse, status};
 use common::*;
 use webtrunk::config::trunks::{DidConfig, RouteConfig, TargetConfig, TrunkConfig};
-use webtrunk::message::{HeaderName, Method};
+use webtrunk::message::Method;
 use webtrunk::transport::TransportKind;
 
 /// Distinct free UDP ports: all sockets are held until every port is known.
@@ -43,25 +41,6 @@ fn trunk(name: &str, port: u16) -> TrunkConfig {
     }
 }
 
-fn sipp(scenario: &str, port: u16, server: std::net::SocketAddr) -> tokio::process::Child {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
-    tokio::process::Command::new("sipp")
-        .arg("-sf")
-        .arg(file)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-t", "u1", "-nostdin", "-timeout", "20s"])
-        .arg(server.to_string())
-        .kill_on_drop(true)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sipp is installed (Debian sip-tester; scripts/test installs it)")
-}
-
-async fn finished(child: tokio::process::Child) {
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
-    assert!(out.status.success(), "SIPp saw a failed call: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[tokio::test]
 async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_trunk() {
     let [primary_port, backup_port] = free_udp_ports();
@@ -81,8 +60,8 @@ async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_
     }];
     let server = start(&config).await;
     let udp = server.addr(TransportKind::Udp).unwrap();
-    let primary = sipp("trunk_busy.xml", primary_port, udp);
-    let backup = sipp("trunk_answer.xml", backup_port, udp);
+    let primary = sipp_uas("trunk_busy.xml", primary_port, udp);
+    let backup = sipp_uas("trunk_answer.xml", backup_port, udp);
 
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
     alice.register().await;
@@ -92,19 +71,9 @@ async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_
     assert_eq!(status(&ringing), 180, "{}", String::from_utf8_lossy(ringing.as_bytes()));
     let ok = alice.recv().await;
     assert_eq!(status(&ok), 200, "the backup trunk answered after the primary's 503");
-    let mut route = all(&ok, HeaderName::RecordRoute);
-    route.reverse();
-    let contact = header(&ok, HeaderName::Contact).trim_matches(['<', '>']).to_string();
-    let dialog = Dialog {
-        local: header(&sent, HeaderName::From),
-        remote: header(&ok, HeaderName::To),
-        call_id: header(&sent, HeaderName::CallId),
-    };
-    alice.in_dialog("ACK", &contact, &route, &dialog, 2).await;
-    alice.in_dialog("BYE", &contact, &route, &dialog, 3).await;
-    assert_eq!(status(&alice.recv().await), 200);
-    finished(primary).await;
-    finished(backup).await;
+    assert_eq!(status(&alice.ack_and_hang_up(&sent, &ok).await), 200);
+    sipp_finished(primary).await;
+    sipp_finished(backup).await;
     server.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -98,15 +98,9 @@ impl Local {
                 };
                 targets.push(Target {
                     uri: Some(uri),
-                    destination: Destination::Datagram { local, remote },
-                    kind: TransportKind::Udp,
-                    local,
-                    flow: None,
-                    routes: Vec::new(),
-                    pop_routes: 0,
-                    strict: false,
                     failover_timeout: Some(trunk.failover_timeout),
                     asserted_identity: asserted.clone(),
+                    ..Target::new(Destination::Datagram { local, remote }, TransportKind::Udp, local)
                 });
             }
         }
@@ -147,15 +141,10 @@ impl Local {
                 };
                 Some(Target {
                     uri: Some(b.uri),
-                    destination,
-                    kind,
-                    local,
                     flow,
                     routes: b.path,
-                    pop_routes: 0,
-                    strict: false,
-                    failover_timeout: None,
                     asserted_identity: asserted_identity.clone(),
+                    ..Target::new(destination, kind, local)
                 })
             })
             .collect();

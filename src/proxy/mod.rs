@@ -97,6 +97,25 @@ pub struct Target {
     pub asserted_identity: Option<String>,
 }
 
+impl Target {
+    /// A target reached at `destination` through our socket `local`, with the Request-URI
+    /// kept and nothing else asked for; set the other fields with struct update syntax.
+    pub fn new(destination: Destination, kind: TransportKind, local: SocketAddr) -> Self {
+        Self {
+            uri: None,
+            destination,
+            kind,
+            local,
+            flow: None,
+            routes: Vec::new(),
+            pop_routes: 0,
+            strict: false,
+            failover_timeout: None,
+            asserted_identity: None,
+        }
+    }
+}
+
 /// A response the proxy sends itself, built from the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
@@ -500,15 +519,10 @@ impl Proxy {
             };
             return Ok(Target {
                 uri: new_uri,
-                destination: Destination::Flow(flow),
-                kind,
-                local,
                 flow: Some(flow),
-                routes: Vec::new(),
                 pop_routes: popped,
                 strict,
-                failover_timeout: None,
-                asserted_identity: None,
+                ..Target::new(Destination::Flow(flow), kind, local)
             });
         }
         // The next hop is the next Route entry, or the Request-URI: a UDP peer by address.
@@ -526,16 +540,9 @@ impl Proxy {
         };
         let local = self.local_for(TransportKind::Udp).ok_or_else(|| LocalReply::new(503))?;
         Ok(Target {
-            uri: None,
-            destination: Destination::Datagram { local, remote },
-            kind: TransportKind::Udp,
-            local,
-            flow: None,
-            routes: Vec::new(),
             pop_routes: popped,
             strict,
-            failover_timeout: None,
-            asserted_identity: None,
+            ..Target::new(Destination::Datagram { local, remote }, TransportKind::Udp, local)
         })
     }
 
@@ -1070,15 +1077,8 @@ mod tests {
                     .iter()
                     .map(|&remote| Target {
                         uri: Some(format!("sip:+15550100@{remote}")),
-                        destination: Destination::Datagram { local, remote },
-                        kind: TransportKind::Udp,
-                        local,
-                        flow: None,
-                        routes: Vec::new(),
-                        pop_routes: 0,
-                        strict: false,
                         failover_timeout: Some(Duration::from_secs(2)),
-                        asserted_identity: None,
+                        ..Target::new(Destination::Datagram { local, remote }, TransportKind::Udp, local)
                     })
                     .collect(),
             )

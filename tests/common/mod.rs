@@ -287,3 +287,25 @@ pub fn check_node_packages(packages: &[&str]) {
         );
     }
 }
+
+/// SIPp (Debian `sip-tester`) playing one call of `tests/sipp/<scenario>` as the UAS on
+/// 127.0.0.1:`port`, over UDP, bounded to 20 s.
+pub fn sipp_uas(scenario: &str, port: u16, server: SocketAddr) -> tokio::process::Child {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
+    tokio::process::Command::new("sipp")
+        .arg("-sf")
+        .arg(file)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-t", "u1", "-nostdin", "-timeout", "20s"])
+        .arg(server.to_string())
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipp is installed (Debian sip-tester; scripts/test installs it)")
+}
+
+/// SIPp ended with every call successful.
+pub async fn sipp_finished(child: tokio::process::Child) {
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "SIPp saw a failed call: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -263,6 +263,25 @@ impl Ua {
     }
 }
 
+impl Ua {
+    /// As the caller after a 2xx to `sent`: ACK it along the route set (the 2xx's
+    /// Record-Route reversed, §12.1.2), then hang up with a BYE; returns the BYE's answer.
+    pub async fn ack_and_hang_up(&mut self, sent: &Message, ok: &Message) -> Message {
+        let mut route = all(ok, HeaderName::RecordRoute);
+        route.reverse();
+        let contact = header(ok, HeaderName::Contact).trim_matches(['<', '>']).to_string();
+        let dialog = Dialog {
+            local: header(sent, HeaderName::From),
+            remote: header(ok, HeaderName::To),
+            call_id: header(sent, HeaderName::CallId),
+        };
+        let cseq = sent.cseq().map_or(1, |(n, _)| n);
+        self.in_dialog("ACK", &contact, &route, &dialog, cseq).await;
+        self.in_dialog("BYE", &contact, &route, &dialog, cseq + 1).await;
+        self.recv().await
+    }
+}
+
 /// Enough of a dialog to send requests in it: our From, their To, the Call-ID.
 pub struct Dialog {
     pub local: String,

@@ -13,7 +13,7 @@
 // DEBUG_CALL=1 the events, DEBUG_JSSIP=1 / DEBUG_SIPJS=1 the libraries' own logs.
 
 import WebSocket from 'ws';
-import { parseSip } from './register_common.mjs';
+import { closeAll, parseSip } from './register_common.mjs';
 
 // JsSIP's Logger binds console.info (stdout) when each module loads, and SIP.js logs
 // with console.log by default: keep stdout for the JSON line (dynamic imports below run
@@ -28,7 +28,6 @@ else JsSIP.debug.disable();
 export const DOMAIN = process.env.SIP_DOMAIN || 'localhost';
 
 export const HARD_TIMEOUT_MS = 15_000;
-const CLOSE_GRACE_MS = 1_000;
 const T0 = Date.now();
 const elapsed = () => Date.now() - T0;
 
@@ -84,27 +83,8 @@ export function messages(ua, dir, filter = () => true) {
   return wire.filter((w) => w.ua === ua && w.dir === dir && filter(w.msg)).map((w) => w.msg);
 }
 
-/// Clean close (code 1000) of every socket, at most CLOSE_GRACE_MS.
 function closeSockets() {
-  const open = [...sockets].filter((ws) => ws.readyState !== WebSocket.CLOSED);
-  if (open.length === 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    let pending = open.length;
-    const timer = setTimeout(() => {
-      for (const ws of open) ws.terminate();
-      resolve();
-    }, CLOSE_GRACE_MS);
-    for (const ws of open) {
-      ws.once('close', () => {
-        if (--pending === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      if (ws.readyState === WebSocket.OPEN) ws.close(1000);
-      else ws.terminate();
-    }
-  });
+  return closeAll(sockets);
 }
 
 // ---------------------------------------------------------------- SDP stand-ins

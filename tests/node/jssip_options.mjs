@@ -12,9 +12,9 @@
 // wss:// accepts any server certificate (tests use self-signed ones).
 
 import WebSocket from 'ws';
+import { closeAll } from './register_common.mjs';
 
 const HARD_TIMEOUT_MS = 10_000;
-const CLOSE_GRACE_MS = 1_000;
 
 // JsSIP's Logger binds console.info (stdout) as the sink of its debug output
 // when each module loads. Keep stdout for the single JSON result line: route
@@ -48,25 +48,7 @@ let ua = null;
 let finished = false;
 
 function closeSockets() {
-  const open = [...sockets].filter((ws) => ws.readyState !== WebSocket.CLOSED);
-  if (open.length === 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    let pending = open.length;
-    const timer = setTimeout(() => {
-      for (const ws of open) ws.terminate();
-      resolve();
-    }, CLOSE_GRACE_MS);
-    for (const ws of open) {
-      ws.once('close', () => {
-        if (--pending === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      if (ws.readyState === WebSocket.OPEN) ws.close(1000);
-      else if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
-    }
-  });
+  return closeAll(sockets);
 }
 
 function finish(code, result) {

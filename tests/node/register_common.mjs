@@ -16,8 +16,33 @@
 
 import WebSocket from 'ws';
 
-export const HARD_TIMEOUT_MS = 15_000;
 const CLOSE_GRACE_MS = 1_000;
+
+/// Clean close (code 1000) of every socket in `sockets`, waiting at most CLOSE_GRACE_MS
+/// for the server's close before cutting the rest.
+export function closeAll(sockets) {
+  const open = [...sockets].filter((ws) => ws.readyState !== WebSocket.CLOSED);
+  if (open.length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    let pending = open.length;
+    const timer = setTimeout(() => {
+      for (const ws of open) ws.terminate();
+      resolve();
+    }, CLOSE_GRACE_MS);
+    for (const ws of open) {
+      ws.once('close', () => {
+        if (--pending === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      if (ws.readyState === WebSocket.OPEN) ws.close(1000);
+      else ws.terminate();
+    }
+  });
+}
+
+export const HARD_TIMEOUT_MS = 15_000;
 
 export function parseArgs(script) {
   const args = process.argv.slice(2);
@@ -147,25 +172,7 @@ export function installWebSocket(tap) {
     },
     /// Clean close (code 1000), waiting up to a second for the server's close.
     close() {
-      const open = [...sockets].filter((ws) => ws.readyState !== WebSocket.CLOSED);
-      if (open.length === 0) return Promise.resolve();
-      return new Promise((resolve) => {
-        let pending = open.length;
-        const timer = setTimeout(() => {
-          for (const ws of open) ws.terminate();
-          resolve();
-        }, CLOSE_GRACE_MS);
-        for (const ws of open) {
-          ws.once('close', () => {
-            if (--pending === 0) {
-              clearTimeout(timer);
-              resolve();
-            }
-          });
-          if (ws.readyState === WebSocket.OPEN) ws.close(1000);
-          else ws.terminate();
-        }
-      });
+      return closeAll(sockets);
     },
   };
 }
