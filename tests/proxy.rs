@@ -327,3 +327,26 @@ async fn subscribe_is_record_routed_and_notify_reaches_the_browser_over_its_flow
     assert_eq!(status(&bob.recv().await), 200);
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_strict_routing_browser_still_reaches_the_udp_phone() {
+    let (server, _config) = server("proxy-strict-udp").await;
+    let (mut alice, mut bob, rr, bob_dialog, sent) = call_in_progress(&server).await;
+    // alice's route set is the Record-Route reversed; strict routing puts its first entry
+    // in the Request-URI and the remote target (bob's contact) last in Route.
+    let mut route: Vec<String> = rr.iter().rev().cloned().collect();
+    let first = route.remove(0).trim_matches(['<', '>']).to_string();
+    route.push(format!("<{}>", bob.contact));
+    let alice_dialog = Dialog {
+        local: bob_dialog.remote.clone(),
+        remote: bob_dialog.local.clone(),
+        call_id: bob_dialog.call_id.clone(),
+    };
+    alice.in_dialog("BYE", &first, &route, &alice_dialog, sent.cseq().unwrap().0 + 1).await;
+    let bye = bob.recv().await;
+    assert_eq!(method(&bye), Some(Method::Bye));
+    assert_eq!(bye.request_uri().unwrap(), bob.contact.as_bytes(), "the target is back in the Request-URI");
+    bob.respond(&bye, 200, "bobtag").await;
+    assert_eq!(status(&alice.recv().await), 200);
+    server.shutdown(Duration::from_secs(2)).await;
+}

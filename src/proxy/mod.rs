@@ -540,6 +540,7 @@ impl Proxy {
         };
         let local = self.local_for(TransportKind::Udp).ok_or_else(|| LocalReply::new(503))?;
         Ok(Target {
+            uri: new_uri,
             pop_routes: popped,
             strict,
             ..Target::new(Destination::Datagram { local, remote }, TransportKind::Udp, local)
