@@ -77,7 +77,8 @@ impl Server {
         warn_if_file_limit_too_low(config.limits.max_connections);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let listeners = transport::listen(&listen, limits, tls, ws, events_tx, shutdown_rx.clone()).await?;
+        let tls_client = trunk_tls(config)?;
+        let listeners = transport::listen(&listen, limits, tls, tls_client, ws, events_tx, shutdown_rx.clone()).await?;
         for (kind, addr) in &listeners.bound {
             tracing::info!(transport = %kind, %addr, "listening");
         }
@@ -103,6 +104,7 @@ impl Server {
         let transports = Transports {
             events: events_rx,
             udp_sockets: listeners.udp_sockets.clone(),
+            outbound: listeners.outbound,
             bindings_file: bindings_file.clone(),
         };
         let driver = tokio::spawn(driver::run(engine, transports, shutdown_rx));
@@ -228,6 +230,15 @@ fn warn_if_file_limit_too_low(max_connections: usize) {
             "the open-file limit is below limits.max_connections; raise it (LimitNOFILE= in the unit, ulimit -n) or lower the cap"
         );
     }
+}
+
+/// The TLS client toward trunks, when any trunk uses TLS.
+fn trunk_tls(config: &Config) -> Result<Option<tls::TlsConnector>, AppError> {
+    let any_tls = config.trunks.iter().any(|t| t.transport.eq_ignore_ascii_case("tls"));
+    if !any_tls {
+        return Ok(None);
+    }
+    Ok(Some(tls::connector(config.tls.trunk_ca_file.as_deref())?))
 }
 
 fn certificate_source(config: &Config) -> tls::CertificateSource {

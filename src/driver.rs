@@ -12,13 +12,15 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::engine::{Engine, Input};
-use crate::transport::{Destination, Event, FlowId, FlowSender, Transmit};
+use crate::transport::{Destination, Event, FlowId, FlowSender, Outbound, Transmit};
 
 /// What the driver reads from and writes to.
 #[derive(Debug)]
 pub struct Transports {
     pub events: mpsc::Receiver<Event>,
     pub udp_sockets: Vec<Arc<UdpSocket>>,
+    /// Connections we dial toward trunks.
+    pub outbound: Outbound,
     /// Where the engine's binding snapshots are written; `None` keeps them in memory only.
     pub bindings_file: Option<PathBuf>,
 }
@@ -45,13 +47,21 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
                 let Some(event) = event else { break };
                 let input = match event {
                     Event::Received { source, bytes } => Input::Received { source, bytes },
-                    Event::FlowOpened { flow, kind, local, remote, sender } => {
+                    Event::FlowOpened { flow, kind, local, remote, sender, dialled } => {
+                        if dialled {
+                            transports.outbound.opened(flow, kind, remote, &sender);
+                        }
                         flows.insert(flow, sender);
                         Input::FlowOpened { flow, kind, local, remote }
                     }
                     Event::FlowClosed { flow, .. } => {
                         flows.remove(&flow);
+                        transports.outbound.closed(flow);
                         Input::FlowClosed { flow }
+                    }
+                    Event::DialFailed { kind, remote, .. } => {
+                        transports.outbound.failed(kind, remote);
+                        Input::Unreachable { destination: Destination::Connection { kind, remote } }
                     }
                 };
                 engine.handle_input(clock::now(), input);
@@ -60,7 +70,7 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
             _ = shutdown.changed() => break,
         }
         while let Some(transmit) = engine.poll_transmit() {
-            deliver(transmit, &flows, &udp).await;
+            deliver(transmit, &flows, &udp, &mut transports.outbound).await;
         }
         if let Some(snapshot) = engine.poll_snapshot()
             && writer.is_some()
@@ -99,8 +109,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-async fn deliver(transmit: Transmit, flows: &HashMap<FlowId, FlowSender>, udp: &HashMap<SocketAddr, Arc<UdpSocket>>) {
+async fn deliver(
+    transmit: Transmit,
+    flows: &HashMap<FlowId, FlowSender>,
+    udp: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    outbound: &mut Outbound,
+) {
     match transmit.destination {
+        Destination::Connection { kind, remote } => outbound.send(kind, remote, transmit.bytes),
         Destination::Flow(flow) => {
             let sent = flows.get(&flow).is_some_and(|sender| sender.send(transmit.bytes));
             if !sent {

@@ -77,6 +77,119 @@ async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_
     server.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Ports free for both UDP and TCP, so one SIPp can be reached over either.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let sockets: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| sockets[i].local_addr().unwrap().port())
+}
+
+/// One call from alice's browser to the `carrier` trunk (transport `transport`,
+/// `large_message` policy) with an SDP of `sdp_len` bytes, answered by SIPp over `mode`.
+async fn call_through_trunk(name: &str, transport: &str, large_message: &str, mode: &str, sdp_len: usize) {
+    let [port] = free_ports();
+    let mut config = config_with_users(name, ALICE_AND_BOB);
+    let mut carrier = trunk("carrier", port);
+    carrier.transport = transport.into();
+    carrier.large_message = large_message.into();
+    carrier.asserted_identity = Some("<sip:+442079460000@carrier.example>".into());
+    config.trunks = vec![carrier];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![RouteConfig {
+        name: "uk".into(),
+        pattern: "0".into(),
+        strip: 1,
+        prepend: "+44".into(),
+        e164: None,
+        trunks: vec!["carrier".into()],
+    }];
+    let server = start(&config).await;
+    let sipp = sipp_uas_over(mode, "trunk_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
+    // Let SIPp bind before the INVITE is sent to it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sdp = big_sdp(sdp_len);
+    let sent = parse(&alice.invite_with("02079460958", &sdp).await);
+    let ringing = alice.recv().await;
+    assert_eq!(status(&ringing), 180, "{}", String::from_utf8_lossy(ringing.as_bytes()));
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200, "{}", String::from_utf8_lossy(ok.as_bytes()));
+    assert_eq!(status(&alice.ack_and_hang_up(&sent, &ok).await), 200);
+    sipp_finished(sipp).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+/// An SDP of about `len` bytes, padded with attribute lines as a browser's offer is.
+fn big_sdp(len: usize) -> String {
+    let mut sdp = String::from(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+    );
+    let mut n = 0;
+    while sdp.len() < len {
+        sdp.push_str(&format!("a=x-padding-{n}:0123456789abcdef0123456789abcdef\r\n"));
+        n += 1;
+    }
+    sdp
+}
+
+#[tokio::test]
+async fn a_tcp_trunk_gets_the_call_over_a_connection_webtrunk_opens() {
+    // SIPp listens on TCP only: the call works only if webtrunk dials it.
+    call_through_trunk("trunk-tcp", "tcp", "send", "t1", 200).await;
+}
+
+#[tokio::test]
+async fn a_large_invite_to_a_udp_trunk_goes_over_tcp() {
+    // RFC 3261 §18.1.1: a 4.5 KB INVITE for a UDP trunk; SIPp listens on TCP only.
+    call_through_trunk("trunk-large-tcp", "udp", "tcp", "t1", 4500).await;
+}
+
+#[tokio::test]
+async fn a_large_invite_goes_over_udp_when_the_trunk_is_configured_to_take_it() {
+    // The same INVITE with `large_message = "send"`: SIPp listens on UDP only.
+    call_through_trunk("trunk-large-udp", "udp", "send", "u1", 4500).await;
+}
+
+#[tokio::test]
+async fn a_tcp_trunk_that_refuses_the_connection_fails_over_at_once() {
+    let [dead_port, backup_port] = free_ports();
+    let mut config = config_with_users("trunk-refused", ALICE_AND_BOB);
+    let mut dead = trunk("dead", dead_port);
+    dead.transport = "tcp".into();
+    // Long enough that waiting for it would fail the test's timing below.
+    dead.failover_timeout = Duration::from_secs(10);
+    let mut backup = trunk("backup", backup_port);
+    backup.asserted_identity = Some("<sip:+442079460000@carrier.example>".into());
+    config.trunks = vec![dead, backup];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![RouteConfig {
+        name: "uk".into(),
+        pattern: "0".into(),
+        strip: 1,
+        prepend: "+44".into(),
+        e164: None,
+        trunks: vec!["dead".into(), "backup".into()],
+    }];
+    let server = start(&config).await;
+    let sipp = sipp_uas("trunk_answer.xml", backup_port, server.addr(TransportKind::Udp).unwrap());
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let started = webtrunk::clock::now();
+    let sent = parse(&alice.invite("02079460958").await);
+    let ringing = alice.recv().await;
+    assert_eq!(status(&ringing), 180, "{}", String::from_utf8_lossy(ringing.as_bytes()));
+    assert!(
+        webtrunk::clock::now() - started < Duration::from_secs(5),
+        "the refused connection failed the branch at once, not after the failover timeout"
+    );
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200);
+    assert_eq!(status(&alice.ack_and_hang_up(&sent, &ok).await), 200);
+    sipp_finished(sipp).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test]
 async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     let mut config = config_with_users("trunk-in", ALICE_AND_BOB);

@@ -82,6 +82,9 @@ pub struct Listen {
 pub struct Tls {
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
+    /// Certificates (PEM) trusted for TLS trunks besides the system's roots: a private CA
+    /// or a trunk's self-signed certificate.
+    pub trunk_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -115,9 +115,24 @@ impl Default for EngineConfig {
 /// What the engine is told.
 #[derive(Debug)]
 pub enum Input {
-    Received { source: Source, bytes: Bytes },
-    FlowOpened { flow: FlowId, kind: TransportKind, local: SocketAddr, remote: SocketAddr },
-    FlowClosed { flow: FlowId },
+    Received {
+        source: Source,
+        bytes: Bytes,
+    },
+    FlowOpened {
+        flow: FlowId,
+        kind: TransportKind,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    FlowClosed {
+        flow: FlowId,
+    },
+    /// Nothing can be sent there (a trunk connection could not be opened): transactions
+    /// waiting on it fail now (RFC 3261 §8.1.3.1), and calls fail over.
+    Unreachable {
+        destination: Destination,
+    },
 }
 
 /// Why a request is refused before any routing, one variant per rule; [`Self::status`]
@@ -346,6 +361,10 @@ impl Engine {
                 self.local.flow_aliases.retain(|_, new| *new != flow);
                 self.proxy.flow_closed(now, flow, &mut self.local);
             }
+            Input::Unreachable { destination } => {
+                tracing::debug!(%destination, "unreachable; its transactions fail");
+                self.proxy.unreachable(now, destination, &mut self.local);
+            }
         }
     }
 
@@ -476,25 +495,37 @@ impl Engine {
         if self.local.config.health_interval.is_zero() {
             return;
         }
-        let Some(local) = self.local.config.listen.iter().find(|(k, _)| *k == TransportKind::Udp).map(|(_, a)| *a)
-        else {
-            return;
-        };
         for target in self.local.health.due(now) {
             let Ok(ip) = target.host.parse::<IpAddr>() else { continue };
-            let remote = SocketAddr::new(ip, target.port.unwrap_or(5060));
+            let kind = match self.local.config.routing.trunk(&target.trunk).map(|t| t.transport) {
+                Some(crate::routing::TrunkTransport::Tcp) => TransportKind::Tcp,
+                Some(crate::routing::TrunkTransport::Tls) => TransportKind::Tls,
+                _ => TransportKind::Udp,
+            };
+            let Some(local) = targets::local_toward(&self.local.config.listen, kind) else { continue };
+            let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
+            let remote = SocketAddr::new(ip, target.port.unwrap_or(default_port));
             self.local.next_ping += 1;
             let id = self.local.next_ping;
             let call_id = self.local.entropy.token(16);
-            let uri = format!("sip:{}", crate::proxy::host_port_of(remote));
+            let param = match kind {
+                TransportKind::Tcp => ";transport=tcp",
+                TransportKind::Tls => ";transport=tls",
+                _ => "",
+            };
+            let uri = format!("sip:{}{param}", crate::proxy::host_port_of(remote));
             let text = format!(
-                "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKwtping{id}.{call_id};rport\r\n\
+                "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bKwtping{id}.{call_id};rport\r\n\
                  Max-Forwards: 70\r\nFrom: <sip:webtrunk@{}>;tag=ping{id}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\n\
                  CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                kind.via_token(),
                 crate::proxy::host_port_of(local),
                 crate::proxy::host_port_of(local),
             );
-            let destination = Destination::Datagram { local, remote };
+            let destination = match kind {
+                TransportKind::Udp => Destination::Datagram { local, remote },
+                kind => Destination::Connection { kind, remote },
+            };
             if self.proxy.originate(now, Bytes::from(text), destination, id, &mut self.local) {
                 self.local.pings.insert(id, target);
             }

@@ -7,7 +7,7 @@ use super::{Local, RequestError};
 use crate::auth::Verdict;
 use crate::message::{HeaderName, Host, Message, NameAddr, Uri};
 use crate::proxy::{Decision, Target};
-use crate::routing::{RoutingTable, TrunkTransport, is_number, normalise};
+use crate::routing::{LargeMessage, RoutingTable, TrunkTransport, is_number, normalise};
 use crate::transport::{Destination, Source, TransportKind};
 
 impl Local {
@@ -56,20 +56,21 @@ impl Local {
         self.trunk_targets(&caller, &user).map(Decision::Failover)
     }
 
-    /// The trunks an outbound rule picks, each target a failover step. UDP trunks named by
-    /// address for now; DNS (RFC 3263) and TCP/TLS trunks come with the transport that
-    /// dials out.
+    /// The trunks an outbound rule picks, each target a failover step, over the trunk's
+    /// transport. Targets named by host name come with DNS (RFC 3263) resolution.
     fn trunk_targets(&mut self, caller: &str, dialled: &str) -> Result<Vec<Target>, RequestError> {
         let route = self.config.routing.outbound(caller, dialled).map_err(RequestError::Route)?;
-        let Some(local) = self.config.listen.iter().find(|(k, _)| *k == TransportKind::Udp).map(|(_, a)| *a) else {
-            return Err(RequestError::NoTrunk);
-        };
         let mut targets = Vec::new();
         for trunk in &route.trunks {
-            if trunk.transport != TrunkTransport::Udp {
-                tracing::debug!(trunk = %trunk.name, "skipped: only UDP trunks are dialled yet");
+            let kind = match trunk.transport {
+                TrunkTransport::Udp => TransportKind::Udp,
+                TrunkTransport::Tcp => TransportKind::Tcp,
+                TrunkTransport::Tls => TransportKind::Tls,
+            };
+            let Some(local) = local_toward(&self.config.listen, kind) else {
+                tracing::debug!(trunk = %trunk.name, transport = %kind, "skipped: no listener to send from");
                 continue;
-            }
+            };
             // Caller ID toward this trunk (RFC 3325): the trunk's own, else the caller's
             // configured number, else none (the trunk sees From as sent).
             let domain = self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into());
@@ -90,17 +91,30 @@ impl Local {
                     tracing::debug!(trunk = %trunk.name, host = %target.host, "skipped: names are not resolved yet");
                     continue;
                 };
-                let remote = std::net::SocketAddr::new(ip, target.port.unwrap_or(5060));
+                let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
+                let remote = std::net::SocketAddr::new(ip, target.port.unwrap_or(default_port));
                 let host = Host::Ip(ip);
-                let uri = match target.port {
-                    Some(port) => format!("sip:{}@{host}:{port}", route.number),
-                    None => format!("sip:{}@{host}", route.number),
+                let port = target.port.map(|p| format!(":{p}")).unwrap_or_default();
+                let param = match kind {
+                    TransportKind::Tcp => ";transport=tcp",
+                    TransportKind::Tls => ";transport=tls",
+                    _ => "",
                 };
+                let uri = format!("sip:{}@{host}{port}{param}", route.number);
+                let destination = match kind {
+                    TransportKind::Udp => Destination::Datagram { local, remote },
+                    kind => Destination::Connection { kind, remote },
+                };
+                // §18.1.1: a request too big for UDP goes over TCP to the same address,
+                // unless the trunk is configured to take it over UDP anyway.
+                let large_fallback = (kind == TransportKind::Udp && trunk.large_message == LargeMessage::Tcp)
+                    .then_some(Destination::Connection { kind: TransportKind::Tcp, remote });
                 targets.push(Target {
                     uri: Some(uri),
                     failover_timeout: Some(trunk.failover_timeout),
                     asserted_identity: asserted.clone(),
-                    ..Target::new(Destination::Datagram { local, remote }, TransportKind::Udp, local)
+                    large_fallback,
+                    ..Target::new(destination, kind, local)
                 });
             }
         }
@@ -194,6 +208,16 @@ impl Local {
         }
         Ok(username)
     }
+}
+
+/// Our address on the side of a `kind` peer: the listener of that transport, else TCP's
+/// (a TLS trunk dialled from a server without a TLS listener), else any.
+pub(super) fn local_toward(
+    listen: &[(TransportKind, std::net::SocketAddr)],
+    kind: TransportKind,
+) -> Option<std::net::SocketAddr> {
+    let of = |k: TransportKind| listen.iter().find(|(l, _)| *l == k).map(|(_, a)| *a);
+    of(kind).or_else(|| of(TransportKind::Tcp)).or_else(|| listen.first().map(|(_, a)| *a))
 }
 
 /// Where a UDP device is reached. A Contact naming the address its REGISTER came from is

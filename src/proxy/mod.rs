@@ -95,6 +95,9 @@ pub struct Target {
     pub failover_timeout: Option<Duration>,
     /// P-Asserted-Identity to send (a trunk's caller-ID policy, RFC 3325).
     pub asserted_identity: Option<String>,
+    /// Where to send instead when the request turns out larger than UDP allows (RFC 3261
+    /// §18.1.1: over 1300 bytes, a congestion-controlled transport).
+    pub large_fallback: Option<Destination>,
 }
 
 impl Target {
@@ -112,9 +115,14 @@ impl Target {
             strict: false,
             failover_timeout: None,
             asserted_identity: None,
+            large_fallback: None,
         }
     }
 }
+
+/// RFC 3261 §18.1.1: a request larger than this, with the path MTU unknown, must not go
+/// over UDP.
+pub const LARGE_REQUEST: usize = 1300;
 
 /// A response the proxy sends itself, built from the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +325,12 @@ impl Proxy {
         self.drain(now, policy);
     }
 
+    /// Nothing can reach `destination`: its transactions fail as after a transport error.
+    pub fn unreachable(&mut self, now: Instant, destination: Destination, policy: &mut dyn RoutingPolicy) {
+        self.table.handle_unreachable(now, destination);
+        self.drain(now, policy);
+    }
+
     /// A BYE into a dialog on behalf of the other party (RFC 3326 Reason says why).
     fn send_bye(&mut self, now: Instant, dialog: &Dialog, to: Side, why: &str, policy: &dyn RoutingPolicy) {
         let bye = dialog.bye_towards(to);
@@ -326,6 +340,10 @@ impl Proxy {
                 None => return,
             },
             d @ Destination::Datagram { local, .. } => (TransportKind::Udp, local, d),
+            d @ Destination::Connection { kind, .. } => match self.local_toward(kind) {
+                Some(local) => (kind, local, d),
+                None => return,
+            },
         };
         self.stats.branches += 1;
         let branch = format!("{OUR_BRANCH}bye.{:x}.{}", loop_hash_str(&bye.call_id), self.stats.branches);
@@ -533,11 +551,29 @@ impl Proxy {
         };
         let next = next.and_then(|uri| Uri::parse(&uri).ok()).and_then(|u| u.as_sip().cloned());
         let Some(next) = next else { return Err(LocalReply::with_reason(400, "No Next Hop")) };
+        // RFC 3263 §4.1: the transport the URI names; `sips` means TLS.
+        let kind = match next.param("transport").flatten() {
+            _ if next.secure => TransportKind::Tls,
+            Some(t) if t.eq_ignore_ascii_case("tcp") => TransportKind::Tcp,
+            Some(t) if t.eq_ignore_ascii_case("tls") => TransportKind::Tls,
+            _ => TransportKind::Udp,
+        };
+        let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
         let remote = match next.host {
-            Host::Ip(ip) => SocketAddr::new(ip, next.port.unwrap_or(5060)),
-            // Name resolution (RFC 3263) arrives with trunks; a .invalid host never resolves.
+            Host::Ip(ip) => SocketAddr::new(ip, next.port.unwrap_or(default_port)),
+            // In-dialog targets are the Contacts trunks and phones gave, which are addresses;
+            // a .invalid host (a browser's) never resolves.
             Host::Name(_) => return Err(LocalReply::new(480)),
         };
+        if kind != TransportKind::Udp {
+            let local = self.local_toward(kind).ok_or_else(|| LocalReply::new(503))?;
+            return Ok(Target {
+                uri: new_uri,
+                pop_routes: popped,
+                strict,
+                ..Target::new(Destination::Connection { kind, remote }, kind, local)
+            });
+        }
         let local = self.local_for(TransportKind::Udp).ok_or_else(|| LocalReply::new(503))?;
         Ok(Target {
             uri: new_uri,
@@ -558,6 +594,14 @@ impl Proxy {
 
     fn local_for(&self, kind: TransportKind) -> Option<SocketAddr> {
         self.config.listen.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+    }
+
+    /// The address our Via and Record-Route give on a connection we dial: our listener of
+    /// that transport, else the TCP one, else any.
+    fn local_toward(&self, kind: TransportKind) -> Option<SocketAddr> {
+        self.local_for(kind)
+            .or_else(|| self.local_for(TransportKind::Tcp))
+            .or_else(|| self.config.listen.first().map(|(_, a)| *a))
     }
 
     /// §16.3 step 4: a Via of ours whose branch carries this request's loop hash means it
@@ -621,12 +665,14 @@ impl Proxy {
         };
         let branch =
             format!("{OUR_BRANCH}{:016x}.{}", loop_hash(request), branch_suffix(key, self.stats.branches as usize));
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch}{}",
-            target.kind.via_token(),
-            host_port(target.local),
-            if target.kind == TransportKind::Udp { ";rport" } else { "" }
-        );
+        let via = |kind: TransportKind, local: SocketAddr| {
+            format!(
+                "SIP/2.0/{} {};branch={branch}{}",
+                kind.via_token(),
+                host_port(local),
+                if kind == TransportKind::Udp { ";rport" } else { "" }
+            )
+        };
         let rr = if record_route {
             // RFC 5658: one entry facing each side, each naming its side's flow; one entry
             // does when both sides are the same interface and neither is a connection.
@@ -636,9 +682,10 @@ impl Proxy {
         } else {
             Vec::new()
         };
-        let edit = RequestEdit {
+        let mut target = target;
+        let mut edit = RequestEdit {
             request_uri: target.uri.clone(),
-            via,
+            via: via(target.kind, target.local),
             max_forwards,
             pop_routes: target.pop_routes,
             record_route: rr,
@@ -647,8 +694,26 @@ impl Proxy {
             drop_last_route: target.strict,
             asserted_identity: target.asserted_identity.clone(),
         };
-        let bytes = Bytes::from(forward::request(request, &edit));
-        let Ok(forwarded) = Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
+        let mut bytes = forward::request(request, &edit);
+        if target.kind == TransportKind::Udp
+            && bytes.len() > LARGE_REQUEST
+            && let Some(fallback @ Destination::Connection { kind, .. }) = target.large_fallback
+            && let Some(local) = self.local_toward(kind)
+        {
+            tracing::debug!(len = bytes.len(), to = %fallback, "request too large for UDP; sending over a connection");
+            (target.destination, target.kind, target.local) = (fallback, kind, local);
+            edit.via = via(kind, local);
+            edit.record_route = if record_route {
+                let facing_target = self.tokens.record_route(local, kind, None);
+                let facing_source = self.tokens.record_route(source.local, source.kind, source.flow);
+                vec![facing_target, facing_source]
+            } else {
+                Vec::new()
+            };
+            bytes = forward::request(request, &edit);
+        }
+        let Ok(forwarded) =
+            Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
         else {
             return false;
         };
@@ -792,7 +857,7 @@ impl Proxy {
 
     /// Acts on what the transactions produced.
     fn drain(&mut self, now: Instant, policy: &mut dyn RoutingPolicy) {
-        while let Some(TableOutput { key, destination, output }) = self.table.poll_output() {
+        while let Some(TableOutput { key, destination, output, request }) = self.table.poll_output() {
             if let Some(&id) = self.originated.get(&key) {
                 match output {
                     Output::Transmit(bytes) => self.transmits.push_back(Transmit { destination, bytes }),
@@ -811,7 +876,7 @@ impl Proxy {
                 Output::Transmit(bytes) => self.transmits.push_back(Transmit { destination, bytes }),
                 Output::Response(response) => self.on_branch_response(now, &key, response),
                 Output::Timeout if key.is_client() => {
-                    let Some(request) = self.table.get(&key).map(|t| t.request().clone()) else { continue };
+                    let Some(request) = request else { continue };
                     let synthetic = self.build_reply(&request, &LocalReply::new(408), "timeout", None);
                     if let Ok(timeout) = Message::parse(Bytes::from(synthetic), &Limits::default()) {
                         self.on_branch_response(now, &key, timeout);
@@ -1214,5 +1279,46 @@ mod tests {
         // §16.7 step 6: the lowest class wins, so the backup's 408 beats the primary's 503.
         assert_eq!(last.0.to_string(), "192.0.2.100:5060");
         assert_eq!(last.2.status(), Some(408), "{}", last.1);
+    }
+
+    #[test]
+    fn a_branch_that_times_out_on_timer_b_fails_over_and_the_caller_hears_408() {
+        let (mut proxy, _, t0) = setup();
+        // Without a failover timeout only Timer B (64·T1 = 32 s) ends a silent branch.
+        let mut trunk = Trunks(vec!["192.0.2.1:5060".parse().unwrap()]);
+        struct NoFailoverTimeout<'a>(&'a mut Trunks);
+        impl RoutingPolicy for NoFailoverTimeout<'_> {
+            fn route(&mut self, now: Instant, request: &Message, source: &Source) -> Decision {
+                match self.0.route(now, request, source) {
+                    Decision::Failover(t) => {
+                        Decision::Failover(t.into_iter().map(|t| Target { failover_timeout: None, ..t }).collect())
+                    }
+                    d => d,
+                }
+            }
+            fn resolve_flow(&self, flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)> {
+                self.0.resolve_flow(flow)
+            }
+            fn token(&mut self, len: usize) -> String {
+                self.0.token(len)
+            }
+        }
+        let mut policy = NoFailoverTimeout(&mut trunk);
+        proxy.handle_request(t0, invite(), caller(), &mut policy);
+        sent(&mut proxy);
+        let mut answer = None;
+        while let Some(at) = proxy.poll_timeout().filter(|at| *at <= t0 + Duration::from_secs(40)) {
+            proxy.handle_timeout(at, &mut policy);
+            if let Some((_, _, m)) = sent(&mut proxy)
+                .into_iter()
+                .find(|(a, _, m)| a.to_string() == "192.0.2.100:5060" && m.status().is_some_and(|s| s >= 200))
+            {
+                answer = Some((at, m));
+                break;
+            }
+        }
+        let (at, m) = answer.expect("a final answer reaches the caller");
+        assert_eq!(m.status(), Some(408));
+        assert_eq!(at, t0 + Duration::from_secs(32), "Timer B");
     }
 }

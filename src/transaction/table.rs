@@ -36,6 +36,9 @@ pub struct TableOutput {
     /// Where a [`Output::Transmit`] goes: the destination given at [`TransactionTable::insert`].
     pub destination: Destination,
     pub output: Output,
+    /// With [`Output::Timeout`] of a client transaction: the request that got no answer,
+    /// since the transaction is gone by the time its outputs are read.
+    pub request: Option<Message>,
 }
 
 /// How a received message matched.
@@ -235,12 +238,14 @@ impl TransactionTable {
     /// A connection closed: a transport error for every transaction whose destination it
     /// was, in the order they were inserted.
     pub fn handle_flow_closed(&mut self, now: Instant, flow: FlowId) {
-        let mut hit: Vec<_> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.destination == Destination::Flow(flow))
-            .map(|(k, e)| (e.id, k.clone()))
-            .collect();
+        self.handle_unreachable(now, Destination::Flow(flow));
+    }
+
+    /// Every transaction sending to `destination` sees a transport error (RFC 3261
+    /// §17.1.4): a connection that could not be opened, or one that closed.
+    pub fn handle_unreachable(&mut self, now: Instant, destination: Destination) {
+        let mut hit: Vec<_> =
+            self.entries.iter().filter(|(_, e)| e.destination == destination).map(|(k, e)| (e.id, k.clone())).collect();
         hit.sort_by_key(|(id, _)| *id);
         for (_, key) in hit {
             if let Some(entry) = self.entries.get_mut(&key) {
@@ -283,7 +288,9 @@ impl TransactionTable {
     fn settle(&mut self, key: &TransactionKey) {
         let Some(entry) = self.entries.get_mut(key) else { return };
         while let Some(output) = entry.transaction.poll_output() {
-            self.outputs.push_back(TableOutput { key: key.clone(), destination: entry.destination, output });
+            let request = (matches!(output, Output::Timeout) && entry.transaction.is_client())
+                .then(|| entry.transaction.request().clone());
+            self.outputs.push_back(TableOutput { key: key.clone(), destination: entry.destination, output, request });
         }
         let next = entry.transaction.poll_timeout();
         let terminated = entry.transaction.is_terminated();

@@ -3,10 +3,12 @@
 //!
 //! Every connection is a *flow* with a [`FlowId`]; whatever is sent to that peer goes back
 //! over that connection. This layer never dials a browser and never resolves a name: it
-//! only accepts. It answers RFC 5626 CRLFCRLF pings itself, pings WebSocket peers, and
+//! accepts, and dials only TCP and TLS connections toward addresses the engine names (trunks,
+//! see [`Outbound`]). It answers RFC 5626 CRLFCRLF pings itself, pings WebSocket peers, and
 //! bounds everything a peer can make it hold (message size, connections, handshake time,
 //! idle time). It does not parse SIP beyond framing.
 
+mod connect;
 mod gate;
 mod stream;
 pub mod tls;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+pub use connect::Outbound;
 pub use gate::Gate;
 pub use ws::WsPolicy;
 
@@ -86,6 +89,9 @@ pub enum Destination {
     Flow(FlowId),
     /// A UDP datagram from our socket bound at `local`.
     Datagram { local: SocketAddr, remote: SocketAddr },
+    /// Over a TCP or TLS connection of ours to `remote` (a trunk): the open one, or one
+    /// dialled for it (RFC 3261 §18.1.1).
+    Connection { kind: TransportKind, remote: SocketAddr },
 }
 
 impl fmt::Display for Destination {
@@ -93,6 +99,7 @@ impl fmt::Display for Destination {
         match self {
             Self::Flow(flow) => flow.fmt(f),
             Self::Datagram { remote, .. } => write!(f, "udp:{remote}"),
+            Self::Connection { kind, remote } => write!(f, "{}:{remote}", kind.via_token().to_ascii_lowercase()),
         }
     }
 }
@@ -106,9 +113,29 @@ pub struct Transmit {
 /// What the transport tasks tell the driver.
 #[derive(Debug)]
 pub enum Event {
-    Received { source: Source, bytes: Bytes },
-    FlowOpened { flow: FlowId, kind: TransportKind, local: SocketAddr, remote: SocketAddr, sender: FlowSender },
-    FlowClosed { flow: FlowId, reason: CloseReason },
+    Received {
+        source: Source,
+        bytes: Bytes,
+    },
+    FlowOpened {
+        flow: FlowId,
+        kind: TransportKind,
+        local: SocketAddr,
+        remote: SocketAddr,
+        sender: FlowSender,
+        /// We opened it (toward a trunk) rather than accepted it.
+        dialled: bool,
+    },
+    FlowClosed {
+        flow: FlowId,
+        reason: CloseReason,
+    },
+    /// A connection we dialled could not be opened; what was queued for it is dropped.
+    DialFailed {
+        kind: TransportKind,
+        remote: SocketAddr,
+        reason: String,
+    },
 }
 
 /// Why a flow ended, for logs and for the layers that drop state with it.
@@ -252,6 +279,8 @@ pub struct Listeners {
     pub bound: Vec<(TransportKind, SocketAddr)>,
     pub udp_sockets: Vec<Arc<tokio::net::UdpSocket>>,
     pub gate: Gate,
+    /// The dialler of connections toward trunks, for the driver.
+    pub outbound: Outbound,
 }
 
 impl Listeners {
@@ -267,6 +296,7 @@ pub async fn listen(
     spec: &ListenSpec,
     limits: Limits,
     tls: Option<tls::TlsAcceptor>,
+    tls_client: Option<tls::TlsConnector>,
     ws: WsPolicy,
     events: mpsc::Sender<Event>,
     shutdown: watch::Receiver<bool>,
@@ -313,5 +343,6 @@ pub async fn listen(
         let accept = stream::Accept { kind, listener, tls: tls.clone(), ws: ws.clone(), shared: shared.clone() };
         tokio::spawn(accept.run());
     }
-    Ok(Listeners { bound, udp_sockets, gate })
+    let outbound = Outbound::new(shared, tls_client);
+    Ok(Listeners { bound, udp_sockets, gate, outbound })
 }

@@ -55,7 +55,7 @@ impl Accept {
             };
             let _ = tcp.set_nodelay(true);
             let local = tcp.local_addr().unwrap_or_else(|_| self.listener.local_addr().unwrap_or(remote));
-            let conn = Connection { kind: self.kind, local, remote, shared: self.shared.clone() };
+            let conn = Connection { kind: self.kind, local, remote, shared: self.shared.clone(), dialled: false };
             let tls = self.tls.clone();
             let policy = self.ws.clone();
             tokio::spawn(async move {
@@ -72,6 +72,8 @@ pub(super) struct Connection {
     pub(super) local: SocketAddr,
     pub(super) remote: SocketAddr,
     pub(super) shared: Shared,
+    /// Opened by us toward a trunk, not accepted.
+    pub(super) dialled: bool,
 }
 
 impl Connection {
@@ -110,7 +112,14 @@ impl Connection {
     pub(super) async fn open(&self) -> Option<(FlowId, FlowCommands)> {
         let flow = self.shared.next_flow_id();
         let (sender, commands) = FlowSender::channel();
-        let opened = Event::FlowOpened { flow, kind: self.kind, local: self.local, remote: self.remote, sender };
+        let opened = Event::FlowOpened {
+            flow,
+            kind: self.kind,
+            local: self.local,
+            remote: self.remote,
+            sender,
+            dialled: self.dialled,
+        };
         self.shared.events.send(opened).await.ok()?;
         tracing::debug!(%flow, kind = %self.kind, remote = %self.remote, "flow opened");
         Some((flow, commands))
@@ -126,7 +135,7 @@ impl Connection {
         let _ = self.shared.events.send(Event::FlowClosed { flow, reason }).await;
     }
 
-    async fn run_framed<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
+    pub(super) async fn run_framed<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
         let Some((flow, mut commands)) = self.open().await else { return };
         let reason = self.pump(flow, stream, &mut commands).await;
         self.closed(flow, reason).await;

@@ -9,6 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
+pub type TlsConnector = tokio_rustls::TlsConnector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -20,6 +21,10 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("cannot read trusted certificates {path}: {reason}")]
+    Trust { path: PathBuf, reason: String },
+    #[error("no trusted certificates: the system store is empty and no tls.trunk_ca_file is set")]
+    NoTrust,
     #[error("cannot write the generated certificate to {path}: {source}")]
     Store { path: PathBuf, source: std::io::Error },
 }
@@ -58,6 +63,34 @@ pub fn acceptor(source: &CertificateSource) -> Result<TlsAcceptor, TlsError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The client side toward TLS trunks: their certificates are checked against the system's
+/// trusted roots, plus those of `ca_file` (a private CA, or a self-signed trunk).
+pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    let (_added, _ignored) = roots.add_parsable_certificates(system.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| TlsError::Trust { path: path.to_path_buf(), reason: e.to_string() })?;
+        if certs.is_empty() {
+            return Err(TlsError::Trust { path: path.to_path_buf(), reason: "no CERTIFICATE block".into() });
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| TlsError::Trust { path: path.to_path_buf(), reason: e.to_string() })?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoTrust);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// The paths of the generated certificate and key, creating them when missing.

@@ -291,11 +291,16 @@ pub fn check_node_packages(packages: &[&str]) {
 /// SIPp (Debian `sip-tester`) playing one call of `tests/sipp/<scenario>` as the UAS on
 /// 127.0.0.1:`port`, over UDP, bounded to 20 s.
 pub fn sipp_uas(scenario: &str, port: u16, server: SocketAddr) -> tokio::process::Child {
+    sipp_uas_over("u1", scenario, port, server)
+}
+
+/// [`sipp_uas`] over SIPp's transport `mode` (`u1` UDP, `t1` TCP).
+pub fn sipp_uas_over(mode: &str, scenario: &str, port: u16, server: SocketAddr) -> tokio::process::Child {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
     tokio::process::Command::new("sipp")
         .arg("-sf")
         .arg(file)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-t", "u1", "-nostdin", "-timeout", "20s"])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-t", mode, "-nostdin", "-timeout", "20s"])
         .arg(server.to_string())
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())

@@ -182,6 +182,11 @@ impl Ua {
     /// An INVITE to `target` (a user of ours), through the 407 dance; returns the request
     /// as finally sent (for CANCEL and ACK).
     pub async fn invite(&mut self, target: &str) -> String {
+        self.invite_with(target, "v=0\n").await
+    }
+
+    /// [`Self::invite`] with `sdp` as the body.
+    pub async fn invite_with(&mut self, target: &str, sdp: &str) -> String {
         let call_id = self.next_id();
         let uri = format!("sip:{target}@localhost");
         let mut auth: Option<String> = None;
@@ -190,11 +195,12 @@ impl Ua {
             let text = format!(
                 "INVITE {uri} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:{}@localhost>;tag=t{call_id}\r\n\
                  To: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <{}>\r\n\
-                 Content-Type: application/sdp\r\n{}Content-Length: 4\r\n\r\nv=0\n",
+                 Content-Type: application/sdp\r\n{}Content-Length: {}\r\n\r\n{sdp}",
                 self.via(&branch),
                 self.user,
                 self.contact,
                 auth.as_ref().map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default(),
+                sdp.len(),
             );
             self.send(&text).await;
             if auth.is_some() {
