@@ -12,6 +12,7 @@
 //! module reads no clock and draws randomness only from the [`Entropy`] it is given. It
 //! uses `crate::message` (header values) and `crate::clock` only.
 
+pub mod client;
 mod hash;
 mod nonce;
 mod replay;

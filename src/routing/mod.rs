@@ -14,6 +14,7 @@
 
 mod health;
 mod number;
+pub mod registration;
 mod table;
 mod trunk;
 
