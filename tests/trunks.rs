@@ -191,6 +191,44 @@ async fn a_tcp_trunk_that_refuses_the_connection_fails_over_at_once() {
 }
 
 #[tokio::test]
+async fn a_trunk_that_challenges_the_invite_gets_our_credentials_and_the_dialog_keeps_its_cseqs() {
+    let [port] = free_udp_ports();
+    let mut config = config_with_users("trunk-challenge", ALICE_AND_BOB);
+    let mut carrier = trunk("carrier", port);
+    carrier.username = Some("pbx-account".into());
+    carrier.password = Some("trunk-secret".into());
+    carrier.realm = Some("carrier.example".into());
+    config.trunks = vec![carrier];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![RouteConfig {
+        name: "all".into(),
+        pattern: "0".into(),
+        strip: 0,
+        prepend: String::new(),
+        e164: None,
+        trunks: vec!["carrier".into()],
+    }];
+    let server = start(&config).await;
+    let sipp = sipp_uas("trunk_challenge.xml", port, server.addr(TransportKind::Udp).unwrap());
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sent = parse(&alice.invite("02079460958").await);
+    let ringing = alice.recv().await;
+    assert_eq!(
+        status(&ringing),
+        180,
+        "the carrier's 407 was answered: {}",
+        String::from_utf8_lossy(ringing.as_bytes())
+    );
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200);
+    assert_eq!(ok.cseq().unwrap().0, sent.cseq().unwrap().0, "the 200 carries alice's own CSeq");
+    assert_eq!(status(&alice.ack_and_hang_up(&sent, &ok).await), 200);
+    sipp_finished(sipp).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
 async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     let mut config = config_with_users("trunk-in", ALICE_AND_BOB);
     let [carrier_port] = free_udp_ports();

@@ -38,6 +38,9 @@ pub struct Dialog {
     pub callee: Party,
     pub started: Instant,
     pub ends_at: Instant,
+    /// How far the callee's view of the caller's CSeq runs ahead: we re-sent the INVITE
+    /// with credentials (RFC 3261 §22.2), so caller requests are shifted by this much.
+    pub cseq_offset: u32,
 }
 
 /// Which side a request came from.
@@ -70,7 +73,7 @@ impl Dialog {
             from: sender.identity.clone(),
             to: recipient.identity.clone(),
             call_id: self.id.call_id.clone(),
-            cseq: sender.cseq.saturating_add(1),
+            cseq: sender.cseq.saturating_add(1).saturating_add(if to == Side::Callee { self.cseq_offset } else { 0 }),
             destination: recipient.destination,
         }
     }
@@ -121,9 +124,22 @@ impl Dialogs {
         let ends_at = now + self.max_duration;
         self.seq += 1;
         self.ends.insert((ends_at, self.seq), id.clone());
-        let dialog = Dialog { id: id.clone(), caller, callee, started: now, ends_at };
+        let dialog = Dialog { id: id.clone(), caller, callee, started: now, ends_at, cseq_offset: 0 };
         self.dialogs.insert(id, dialog);
         true
+    }
+
+    /// The callee counts the caller's CSeqs `offset` higher (see [`Dialog::cseq_offset`]).
+    pub fn shift_caller_cseq(&mut self, id: &DialogId, offset: u32) {
+        if let Some(d) = self.dialogs.get_mut(id) {
+            d.cseq_offset = offset;
+        }
+    }
+
+    /// The CSeq shift of a request in a dialog, when it comes from the caller.
+    pub fn caller_cseq_offset(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<u32> {
+        let (id, side) = self.find(call_id, from_tag, to_tag)?;
+        (side == Side::Caller).then(|| self.dialogs.get(&id).map(|d| d.cseq_offset)).flatten()
     }
 
     /// An in-dialog request passed: remembers its CSeq; a BYE ends the dialog.

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{Local, RequestError};
 use crate::auth::Verdict;
 use crate::message::{HeaderName, Host, Message, NameAddr, Uri};
-use crate::proxy::{Decision, Target};
+use crate::proxy::{Decision, Target, UacCredentials};
 use crate::routing::{LargeMessage, RoutingTable, TrunkTransport, is_number, normalise};
 use crate::transport::{Destination, Source, TransportKind};
 
@@ -109,11 +109,17 @@ impl Local {
                 // unless the trunk is configured to take it over UDP anyway.
                 let large_fallback = (kind == TransportKind::Udp && trunk.large_message == LargeMessage::Tcp)
                     .then_some(Destination::Connection { kind: TransportKind::Tcp, remote });
+                let credentials = trunk.credentials.as_ref().map(|c| UacCredentials {
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                    realm: c.realm.clone(),
+                });
                 targets.push(Target {
                     uri: Some(uri),
                     failover_timeout: Some(trunk.failover_timeout),
                     asserted_identity: asserted.clone(),
                     large_fallback,
+                    credentials,
                     ..Target::new(destination, kind, local)
                 });
             }

@@ -28,6 +28,9 @@ pub struct RequestEdit {
     /// The identity we assert for the caller toward a trusted peer (RFC 3325): any
     /// P-Asserted-Identity the request carried is replaced by this one.
     pub asserted_identity: Option<String>,
+    /// The CSeq number to send instead of the received one: the callee side counts from
+    /// a higher number once we re-sent the INVITE with credentials (see [`reauthorize`]).
+    pub cseq: Option<u32>,
 }
 
 /// The forwarded request as bytes.
@@ -94,6 +97,7 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
             }
             HeaderName::ProxyAuthorization if consumed(&message.value(header), edit.consume_realm.as_deref()) => {}
             HeaderName::PAssertedIdentity if edit.asserted_identity.is_some() => {}
+            HeaderName::CSeq if edit.cseq.is_some() => push_cseq(&mut out, message, edit.cseq),
             HeaderName::ContentLength => {}
             _ => push_raw(&mut out, message.raw_line(header)),
         }
@@ -116,6 +120,12 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
 
 /// A response to pass upstream: our Via (the top element) removed (§16.7 step 3).
 pub fn response(message: &Message) -> Vec<u8> {
+    response_upstream(message, None)
+}
+
+/// [`response`], with the CSeq number put back to `cseq` (the caller's) when we had
+/// shifted it toward the callee.
+pub fn response_upstream(message: &Message, cseq: Option<u32>) -> Vec<u8> {
     let bytes = &message.bytes[..];
     let mut out = Vec::with_capacity(bytes.len());
     let first_header = message.headers().first().map_or(message.body.start as usize, |h| h.line.start as usize);
@@ -132,12 +142,50 @@ pub fn response(message: &Message) -> Vec<u8> {
                     push_field(&mut out, "Via", &rest.join(", "));
                 }
             }
+            HeaderName::CSeq if cseq.is_some() => push_cseq(&mut out, message, cseq),
             HeaderName::ContentLength => {}
             _ => push_raw(&mut out, message.raw_line(header)),
         }
     }
     finish(&mut out, message.body());
     out
+}
+
+/// A request we sent, again with digest credentials after a 401/407 (RFC 3261 §22.2):
+/// a new top Via (a new branch, so a new transaction), the CSeq number raised to
+/// `cseq`, and `header: value` in place of any earlier credentials under that name.
+pub fn reauthorize(request: &Message, via: &str, cseq: u32, header: HeaderName, value: &str) -> Vec<u8> {
+    let bytes = &request.bytes[..];
+    let mut out = Vec::with_capacity(bytes.len() + value.len() + 64);
+    let first_header = request.headers().first().map_or(request.body.start as usize, |h| h.line.start as usize);
+    out.extend_from_slice(&bytes[..first_header]);
+    let mut via_replaced = false;
+    for h in request.headers() {
+        match h.name {
+            HeaderName::Via if !via_replaced => {
+                via_replaced = true;
+                push_field(&mut out, "Via", via);
+                let value = request.value(h);
+                let rest: Vec<String> =
+                    grammar::comma_elements(&value).skip(1).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
+                if !rest.is_empty() {
+                    push_field(&mut out, "Via", &rest.join(", "));
+                }
+            }
+            HeaderName::CSeq => push_cseq(&mut out, request, Some(cseq)),
+            name if name == header => {}
+            HeaderName::ContentLength => {}
+            _ => push_raw(&mut out, request.raw_line(h)),
+        }
+    }
+    push_field(&mut out, header.as_str(), value);
+    finish(&mut out, request.body());
+    out
+}
+
+fn push_cseq(out: &mut Vec<u8>, message: &Message, number: Option<u32>) {
+    let Some((received, method)) = message.cseq() else { return };
+    push_field(out, "CSeq", &format!("{} {}", number.unwrap_or(received), method.as_str()));
 }
 
 fn consumed(credentials: &[u8], realm: Option<&str>) -> bool {
@@ -235,6 +283,7 @@ mod tests {
             consume_realm: None,
             drop_last_route: false,
             asserted_identity: None,
+            cseq: None,
         };
         let out = String::from_utf8(request(&m, &edit)).unwrap();
         assert_eq!(

@@ -4,10 +4,12 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::Target;
+use std::net::SocketAddr;
+
+use super::{Target, UacCredentials};
 use crate::message::Message;
 use crate::transaction::TransactionKey;
-use crate::transport::{Destination, Source};
+use crate::transport::{Destination, Source, TransportKind};
 
 #[derive(Debug)]
 pub(super) struct Context {
@@ -36,6 +38,19 @@ pub(super) struct Branch {
     pub(super) cancel_when_ringing: bool,
     /// Failover: abandon the branch if nothing (not even 1xx) came by then.
     pub(super) failover_at: Option<Instant>,
+    /// Credentials for the target's challenges, and how to send the request again.
+    pub(super) auth: Option<BranchAuth>,
+    /// How far this branch's CSeq runs ahead of the caller's: one per re-sent request.
+    pub(super) cseq_offset: u32,
+}
+
+#[derive(Debug)]
+pub(super) struct BranchAuth {
+    pub(super) credentials: UacCredentials,
+    pub(super) kind: TransportKind,
+    pub(super) local: SocketAddr,
+    /// Requests re-sent with credentials so far.
+    pub(super) attempts: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +88,16 @@ impl Context {
 
 impl Branch {
     pub(super) fn new(key: TransactionKey, destination: Destination, timer_c: Option<Instant>) -> Self {
-        Self { key, destination, state: BranchState::Calling, timer_c, cancel_when_ringing: false, failover_at: None }
+        Self {
+            key,
+            destination,
+            state: BranchState::Calling,
+            timer_c,
+            cancel_when_ringing: false,
+            failover_at: None,
+            auth: None,
+            cseq_offset: 0,
+        }
     }
 }
 

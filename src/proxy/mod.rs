@@ -29,7 +29,7 @@ use crate::transaction::{
 };
 use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
 
-use context::{Branch, BranchState, Context};
+use context::{Branch, BranchAuth, BranchState, Context};
 use token::{OwnRoute, TokenKey, host_port};
 
 /// `host:port` of an address as a SIP URI or Via writes it (IPv6 in brackets).
@@ -98,6 +98,29 @@ pub struct Target {
     /// Where to send instead when the request turns out larger than UDP allows (RFC 3261
     /// §18.1.1: over 1300 bytes, a congestion-controlled transport).
     pub large_fallback: Option<Destination>,
+    /// Answers the target's 401/407 (a trunk account) instead of passing it upstream.
+    pub credentials: Option<UacCredentials>,
+    /// The CSeq number to send instead of the request's (in-dialog requests of a caller
+    /// whose INVITE we re-sent with credentials).
+    pub cseq: Option<u32>,
+}
+
+/// Digest credentials a branch answers its target's challenges with (RFC 3261 §22.2).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UacCredentials {
+    pub username: String,
+    pub password: String,
+    /// Answer only this realm's challenges; any realm when `None`.
+    pub realm: Option<String>,
+}
+
+impl std::fmt::Debug for UacCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UacCredentials")
+            .field("username", &self.username)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
@@ -116,6 +139,8 @@ impl Target {
             failover_timeout: None,
             asserted_identity: None,
             large_fallback: None,
+            credentials: None,
+            cseq: None,
         }
     }
 }
@@ -530,6 +555,7 @@ impl Proxy {
             // Not a dialog we record-routed: we relay for nobody.
             return Err(LocalReply::with_reason(403, "Not Routed Through This Proxy"));
         };
+        let cseq = self.shifted_cseq(request);
         if let Some(flow) = facing.flow {
             let Some((flow, kind, local)) = policy.resolve_flow(flow) else {
                 // RFC 5626 §5.3: the flow the token names is gone.
@@ -540,6 +566,7 @@ impl Proxy {
                 flow: Some(flow),
                 pop_routes: popped,
                 strict,
+                cseq,
                 ..Target::new(Destination::Flow(flow), kind, local)
             });
         }
@@ -571,6 +598,7 @@ impl Proxy {
                 uri: new_uri,
                 pop_routes: popped,
                 strict,
+                cseq,
                 ..Target::new(Destination::Connection { kind, remote }, kind, local)
             });
         }
@@ -579,6 +607,7 @@ impl Proxy {
             uri: new_uri,
             pop_routes: popped,
             strict,
+            cseq,
             ..Target::new(Destination::Datagram { local, remote }, TransportKind::Udp, local)
         })
     }
@@ -693,6 +722,7 @@ impl Proxy {
             consume_realm: self.config.realm.clone(),
             drop_last_route: target.strict,
             asserted_identity: target.asserted_identity.clone(),
+            cseq: target.cseq,
         };
         let mut bytes = forward::request(request, &edit);
         if target.kind == TransportKind::Udp
@@ -733,6 +763,12 @@ impl Proxy {
         self.branches.insert(client.clone(), key.clone());
         let mut branch = Branch::new(client.clone(), target.destination, is_invite.then(|| now + self.config.timer_c));
         branch.failover_at = target.failover_timeout.map(|t| now + t);
+        branch.auth = target.credentials.map(|credentials| BranchAuth {
+            credentials,
+            kind: target.kind,
+            local: target.local,
+            attempts: 0,
+        });
         for at in [branch.timer_c, branch.failover_at].into_iter().flatten() {
             self.schedule(at, &client);
         }
@@ -824,6 +860,7 @@ impl Proxy {
             consume_realm: self.config.realm.clone(),
             drop_last_route: target.strict,
             asserted_identity: None,
+            cseq: target.cseq,
         };
         self.transmits.push_back(Transmit {
             destination: target.destination,
@@ -927,7 +964,7 @@ impl Proxy {
                 b.timer_c = Some(at);
             }
             if !ctx.final_sent {
-                let bytes = Bytes::from(forward::response(&response));
+                let bytes = Bytes::from(upstream(ctx, &response));
                 let _ = self.table.send_response(now, &server, bytes, code);
             }
             if let Some(at) = restarted {
@@ -938,6 +975,13 @@ impl Proxy {
             }
             return;
         }
+        if matches!(code, 401 | 407)
+            && ctx.branches[index].auth.is_some()
+            && self.retry_with_credentials(now, &server, branch, &response)
+        {
+            return;
+        }
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
         ctx.branches[index].state = BranchState::Done(code);
         ctx.branches[index].timer_c = None;
         ctx.branches[index].failover_at = None;
@@ -946,15 +990,17 @@ impl Proxy {
             if ctx.is_invite && !ctx.final_sent {
                 self.stats.dialogs_started += 1;
                 let callee_destination = ctx.branches[index].destination;
+                let offset = ctx.branches[index].cseq_offset;
                 if let Some((id, caller, callee)) =
                     dialog_parties(&ctx.request, &ctx.source, &response, callee_destination)
                 {
-                    self.dialogs.confirmed(now, id, caller, callee);
+                    self.dialogs.confirmed(now, id.clone(), caller, callee);
+                    self.dialogs.shift_caller_cseq(&id, offset);
                 }
             }
             let Some(ctx) = self.contexts.get_mut(&server) else { return };
             ctx.final_sent = true;
-            let bytes = Bytes::from(forward::response(&response));
+            let bytes = Bytes::from(upstream(ctx, &response));
             let _ = self.table.send_response(now, &server, bytes, code);
             if ctx.is_invite {
                 self.cancel_pending(now, &server);
@@ -973,6 +1019,110 @@ impl Proxy {
             ctx.pending.clear();
         }
         self.maybe_send_best(now, &server);
+    }
+
+    /// RFC 3261 §22.2 for a branch with credentials: the same request again with an
+    /// answer to the challenge, as a new branch with the next CSeq. `false` when the
+    /// challenge cannot or must not be answered (another realm, or a second challenge
+    /// for the same credentials: they were refused), and the 401/407 stands.
+    fn retry_with_credentials(
+        &mut self,
+        now: Instant,
+        server: &TransactionKey,
+        branch: &TransactionKey,
+        response: &Message,
+    ) -> bool {
+        let Some(ctx) = self.contexts.get(server) else { return false };
+        let Some(old) = ctx.branches.iter().find(|b| &b.key == branch) else { return false };
+        let Some(auth) = &old.auth else { return false };
+        let (challenge_header, answer_header) = match response.status() {
+            Some(401) => (HeaderName::WwwAuthenticate, HeaderName::Authorization),
+            _ => (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization),
+        };
+        let challenges: Vec<_> = response
+            .headers_named(challenge_header)
+            .filter_map(|h| crate::message::digest::parse_challenge(&response.value(h)).ok())
+            .collect();
+        let Some(challenge) = crate::auth::client::pick(&challenges) else { return false };
+        if auth.credentials.realm.as_ref().is_some_and(|r| *r != challenge.realm) {
+            return false;
+        }
+        // Only a stale nonce earns a second try; anything else means wrong credentials.
+        if auth.attempts >= 2 || (auth.attempts == 1 && !challenge.stale) {
+            tracing::warn!(realm = %challenge.realm, user = %auth.credentials.username, "trunk refused our credentials");
+            return false;
+        }
+        let Some(sent) = self.table.get(branch).map(|t| t.request().clone()) else { return false };
+        let (Some(uri), Some(method), Some((cseq, _))) = (sent.request_uri(), sent.method(), sent.cseq()) else {
+            return false;
+        };
+        let uri = String::from_utf8_lossy(uri).into_owned();
+        self.stats.branches += 1;
+        let cnonce = self.tokens.cnonce(self.stats.branches);
+        let Ok(value) = crate::auth::client::authorization(
+            challenge,
+            &auth.credentials.username,
+            &auth.credentials.password,
+            method.as_str(),
+            &uri,
+            &cnonce,
+            1,
+        ) else {
+            return false;
+        };
+        let new_branch = format!(
+            "{OUR_BRANCH}{:016x}.{}",
+            loop_hash(&ctx.request),
+            branch_suffix(server, self.stats.branches as usize)
+        );
+        let via = format!(
+            "SIP/2.0/{} {};branch={new_branch}{}",
+            auth.kind.via_token(),
+            host_port(auth.local),
+            if auth.kind == TransportKind::Udp { ";rport" } else { "" }
+        );
+        let bytes = forward::reauthorize(&sent, &via, cseq.saturating_add(1), answer_header, &value);
+        let Ok(again) =
+            Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
+        else {
+            return false;
+        };
+        let Some(key) = client_key(&again) else { return false };
+        let destination = old.destination;
+        let is_invite = ctx.is_invite;
+        let reliable = !matches!(destination, Destination::Datagram { .. });
+        let inserted = if is_invite {
+            self.table.insert(key.clone(), destination, ClientInvite::new(now, again, reliable, self.config.timers))
+        } else {
+            self.table.insert(key.clone(), destination, ClientNonInvite::new(now, again, reliable, self.config.timers))
+        };
+        if inserted.is_err() {
+            return false;
+        }
+        let Some(ctx) = self.contexts.get_mut(server) else { return false };
+        let Some(index) = ctx.branches.iter().position(|b| &b.key == branch) else { return false };
+        let old = ctx.branches.remove(index);
+        let mut retry = Branch::new(key.clone(), destination, is_invite.then(|| now + self.config.timer_c));
+        retry.cseq_offset = old.cseq_offset + 1;
+        retry.cancel_when_ringing = old.cancel_when_ringing;
+        retry.auth = old.auth.map(|a| BranchAuth { attempts: a.attempts + 1, ..a });
+        let timer_c = retry.timer_c;
+        ctx.branches.push(retry);
+        self.branches.insert(key.clone(), server.clone());
+        if let Some(at) = timer_c {
+            self.schedule(at, &key);
+        }
+        tracing::debug!(realm = %challenge.realm, "answered the trunk's challenge");
+        true
+    }
+
+    /// The CSeq an in-dialog request from the caller carries toward a callee we re-sent
+    /// the INVITE to with credentials (its count runs ahead of the caller's).
+    fn shifted_cseq(&self, request: &Message) -> Option<u32> {
+        let (call_id, from, to) = dialog_tags(request)?;
+        let offset = self.dialogs.caller_cseq_offset(&call_id, &from, &to)?;
+        let (cseq, _) = request.cseq()?;
+        (offset > 0).then(|| cseq.saturating_add(offset))
     }
 
     fn schedule(&mut self, at: Instant, branch: &TransactionKey) {
@@ -1039,7 +1189,7 @@ impl Proxy {
             let request = ctx.request.clone();
             Bytes::from(self.build_reply(&request, &LocalReply::new(500), "unavailable", None))
         } else {
-            Bytes::from(forward::response(&best))
+            Bytes::from(upstream(ctx, &best))
         };
         let code = if code == 503 { 500 } else { code };
         let _ = self.table.send_response(now, server, bytes, code);
@@ -1081,6 +1231,25 @@ fn dialog_parties(
 
 /// Every branch we create starts with this, so our own Vias are recognisable.
 const OUR_BRANCH: &str = "z9hG4bKwt";
+
+/// A response going upstream (§16.7 step 3), its CSeq number put back to the caller's when
+/// the branch counted differently (a re-sent INVITE, a shifted in-dialog request).
+fn upstream(ctx: &Context, response: &Message) -> Vec<u8> {
+    let caller = ctx.request.cseq().map(|(n, _)| n);
+    let shifted = caller.filter(|n| response.cseq().is_some_and(|(r, _)| r != *n));
+    forward::response_upstream(response, shifted)
+}
+
+/// Call-ID, From tag and To tag of a request.
+fn dialog_tags(request: &Message) -> Option<(String, String, String)> {
+    let tag = |name| {
+        request.first_value(name).and_then(|v| {
+            NameAddr::parse(&v).ok().and_then(|n| n.tag().map(|t| String::from_utf8_lossy(t).into_owned()))
+        })
+    };
+    let call_id = String::from_utf8_lossy(&request.call_id()?).into_owned();
+    Some((call_id, tag(HeaderName::From)?, tag(HeaderName::To)?))
+}
 
 /// A hash of what makes a request the same request for loop detection (§16.6 step 8):
 /// Request-URI, From tag, Call-ID, CSeq number, Proxy-Require and Route.
@@ -1320,5 +1489,71 @@ mod tests {
         let (at, m) = answer.expect("a final answer reaches the caller");
         assert_eq!(m.status(), Some(408));
         assert_eq!(at, t0 + Duration::from_secs(32), "Timer B");
+    }
+
+    #[test]
+    fn a_407_from_a_trunk_is_answered_once_with_proxy_authorization_and_a_second_goes_upstream() {
+        let (mut proxy, _, t0) = setup();
+        struct WithCredentials(Trunks);
+        impl RoutingPolicy for WithCredentials {
+            fn route(&mut self, now: Instant, request: &Message, source: &Source) -> Decision {
+                match self.0.route(now, request, source) {
+                    Decision::Failover(t) => Decision::Failover(
+                        t.into_iter()
+                            .take(1)
+                            .map(|t| Target {
+                                credentials: Some(UacCredentials {
+                                    username: "acct".into(),
+                                    password: "pw".into(),
+                                    realm: None,
+                                }),
+                                ..t
+                            })
+                            .collect(),
+                    ),
+                    d => d,
+                }
+            }
+            fn resolve_flow(&self, flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)> {
+                self.0.resolve_flow(flow)
+            }
+            fn token(&mut self, len: usize) -> String {
+                self.0.token(len)
+            }
+        }
+        let mut policy = WithCredentials(Trunks(vec!["192.0.2.1:5060".parse().unwrap()]));
+        proxy.handle_request(t0, invite(), caller(), &mut policy);
+        let first = sent(&mut proxy).pop().unwrap().2;
+        let challenge = |request: &Message| {
+            let bytes = build(
+                request,
+                &Reply {
+                    code: 407,
+                    to_tag: Some("trunk"),
+                    headers: vec![("Proxy-Authenticate", "Digest realm=\"c\", nonce=\"n1\", qop=\"auth\"".into())],
+                    ..Reply::default()
+                },
+            );
+            Message::parse(Bytes::from(bytes), &Limits::default()).unwrap()
+        };
+        proxy.handle_response(t0, challenge(&first), &mut policy);
+        let out = sent(&mut proxy);
+        let lines: Vec<_> = out.iter().map(|(_, l, _)| l.as_str()).collect();
+        assert_eq!(lines, ["ACK sip:+15550100@192.0.2.1:5060 SIP/2.0", "INVITE sip:+15550100@192.0.2.1:5060 SIP/2.0"]);
+        let again = &out[1].2;
+        assert_eq!(again.cseq().unwrap().0, 2, "the re-sent INVITE has the next CSeq");
+        assert_ne!(again.top_via_raw(), first.top_via_raw(), "and a new branch");
+        let credentials = again.first_value(HeaderName::ProxyAuthorization).expect("Proxy-Authorization");
+        let credentials = crate::message::digest::parse_credentials(&credentials).unwrap();
+        assert_eq!((credentials.username.as_str(), credentials.realm.as_str()), ("acct", "c"));
+
+        // Refused again without stale=true: the credentials are wrong; no loop, the caller
+        // hears the 407 with its own CSeq.
+        proxy.handle_response(t0, challenge(again), &mut policy);
+        let out = sent(&mut proxy);
+        let upstream = out.iter().find(|(a, _, _)| a.to_string() == "192.0.2.100:5060").unwrap();
+        assert_eq!(upstream.2.status(), Some(407));
+        assert_eq!(upstream.2.cseq().unwrap().0, 1);
+        assert!(!out.iter().any(|(_, l, _)| l.starts_with("INVITE")));
     }
 }

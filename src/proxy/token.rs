@@ -78,6 +78,14 @@ impl TokenKey {
         Some(OwnRoute { flow: Some(FlowId(id)), kind })
     }
 
+    /// A client nonce for our digest answers to trunks (RFC 7616 §3.4): unpredictable
+    /// to the trunk, unique per `id`.
+    pub(crate) fn cnonce(&self, id: u64) -> String {
+        let mut mac = self.hmac(id);
+        mac.update(b"cnonce");
+        hex::encode(&mac.finalize().into_bytes()[..12])
+    }
+
     fn hmac(&self, id: u64) -> Hmac<Sha256> {
         // HMAC takes keys of any length; a 32-byte key cannot be refused.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_key());
