@@ -229,6 +229,45 @@ async fn a_trunk_that_challenges_the_invite_gets_our_credentials_and_the_dialog_
 }
 
 #[tokio::test]
+async fn webtrunk_registers_at_the_carrier_and_the_carrier_calls_a_did_into_a_jssip_browser() {
+    check_node_packages(&["jssip", "ws"]);
+    let [port] = free_udp_ports();
+    let mut config = config_with_users("trunk-register-did", ALICE_AND_BOB);
+    let mut carrier = trunk("carrier", port);
+    carrier.username = Some("pbx-account".into());
+    carrier.password = Some("trunk-secret".into());
+    carrier.realm = Some("carrier.example".into());
+    carrier.register = true;
+    config.trunks = vec![carrier];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.dids = vec![DidConfig { number: "+15550100".into(), users: vec!["alice".into()] }];
+    // The carrier listens before webtrunk starts: the first REGISTER goes out at once.
+    let placeholder: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let sipp = sipp_uas("carrier_registrar_calls_did.xml", port, placeholder);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = start(&config).await;
+
+    let url = format!("ws://127.0.0.1:{}", server.addr(TransportKind::Ws).unwrap().port());
+    let dir = node_dir();
+    let browser = tokio::process::Command::new("node")
+        .arg(dir.join("call_scenario.mjs"))
+        .args([url.as_str(), "takes-call"])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), browser.wait_with_output()).await.unwrap().unwrap();
+    // The carrier's verdict first: it says whether the registration or the call broke.
+    sipp_finished(sipp).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser took the DID call: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
 async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     let mut config = config_with_users("trunk-in", ALICE_AND_BOB);
     let [carrier_port] = free_udp_ports();

@@ -12,6 +12,7 @@
 
 mod register;
 mod targets;
+mod trunks;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -290,6 +291,10 @@ pub(crate) struct Local {
     /// OPTIONS pings in flight, by the id the proxy reports their outcome under.
     pings: HashMap<u64, crate::routing::TargetKey>,
     next_ping: u64,
+    /// Our registrations at trunks (`register = true`), and the REGISTERs in flight by
+    /// the id the proxy reports their outcome under.
+    registrations: Vec<crate::routing::registration::TrunkRegistration>,
+    registering: HashMap<u64, usize>,
     registrar: Registrar,
     auth: Authenticator,
     users: Users,
@@ -330,6 +335,8 @@ impl Engine {
             health,
             pings: HashMap::new(),
             next_ping: 0,
+            registrations: Vec::new(),
+            registering: HashMap::new(),
             registrar,
             auth,
             users,
@@ -338,7 +345,9 @@ impl Engine {
             snapshot: None,
             stats: Stats::default(),
         };
-        Self { proxy, local, transmits: VecDeque::new() }
+        let mut engine = Self { proxy, local, transmits: VecDeque::new() };
+        engine.local.registrations = engine.local.trunk_registrations(wall.at);
+        engine
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input) {
@@ -373,6 +382,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(now, &mut self.local);
         self.ping_trunks(now);
+        self.register_at_trunks(now);
         let local = &mut self.local;
         if local.registrar.next_expiry().is_some_and(|at| at <= now) && local.registrar.sweep(now) > 0 {
             local.bindings_changed(now);
@@ -407,6 +417,7 @@ impl Engine {
             local.registrar.next_expiry(),
             self.proxy.poll_timeout(),
             health,
+            local.registrations.iter().filter_map(|r| r.poll_timeout()).min(),
         ]
         .into_iter()
         .flatten()
@@ -459,7 +470,7 @@ impl Engine {
         tracing::trace!(from = %source.remote, "recv\n{}", String::from_utf8_lossy(message.as_bytes()));
         if !message.is_request() {
             self.proxy.handle_response(now, message, &mut self.local);
-            return self.health_outcomes(now);
+            return self.own_request_outcomes(now);
         }
         if let Err(error) = validate(&message) {
             self.local.stats.malformed += 1;
@@ -486,68 +497,6 @@ impl Engine {
         self.proxy.handle_request(now, message, source, &mut self.local);
         for (old, new) in std::mem::take(&mut self.local.replaced) {
             self.proxy.flow_replaced(old, new);
-        }
-    }
-
-    /// RFC 3261 §11 OPTIONS to every trunk target that is due, and what came back: a
-    /// target that stops answering is skipped by calls until it answers again.
-    fn ping_trunks(&mut self, now: Instant) {
-        if self.local.config.health_interval.is_zero() {
-            return;
-        }
-        for target in self.local.health.due(now) {
-            let Ok(ip) = target.host.parse::<IpAddr>() else { continue };
-            let kind = match self.local.config.routing.trunk(&target.trunk).map(|t| t.transport) {
-                Some(crate::routing::TrunkTransport::Tcp) => TransportKind::Tcp,
-                Some(crate::routing::TrunkTransport::Tls) => TransportKind::Tls,
-                _ => TransportKind::Udp,
-            };
-            let Some(local) = targets::local_toward(&self.local.config.listen, kind) else { continue };
-            let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
-            let remote = SocketAddr::new(ip, target.port.unwrap_or(default_port));
-            self.local.next_ping += 1;
-            let id = self.local.next_ping;
-            let call_id = self.local.entropy.token(16);
-            let param = match kind {
-                TransportKind::Tcp => ";transport=tcp",
-                TransportKind::Tls => ";transport=tls",
-                _ => "",
-            };
-            let uri = format!("sip:{}{param}", crate::proxy::host_port_of(remote));
-            let text = format!(
-                "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bKwtping{id}.{call_id};rport\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:webtrunk@{}>;tag=ping{id}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\n\
-                 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-                kind.via_token(),
-                crate::proxy::host_port_of(local),
-                crate::proxy::host_port_of(local),
-            );
-            let destination = match kind {
-                TransportKind::Udp => Destination::Datagram { local, remote },
-                kind => Destination::Connection { kind, remote },
-            };
-            if self.proxy.originate(now, Bytes::from(text), destination, id, &mut self.local) {
-                self.local.pings.insert(id, target);
-            }
-        }
-        self.health_outcomes(now);
-    }
-
-    fn health_outcomes(&mut self, now: Instant) {
-        while let Some((id, status)) = self.proxy.poll_outcome() {
-            let Some(target) = self.local.pings.remove(&id) else { continue };
-            // Any answer means the target is alive; only silence is a miss.
-            let change = match status {
-                Some(_) => self.local.health.answered(&target, now),
-                None => self.local.health.missed(&target, now),
-            };
-            match change {
-                Some(crate::routing::Health::Down) => {
-                    tracing::warn!(%target, "trunk target down: no answer to OPTIONS")
-                }
-                Some(crate::routing::Health::Up) => tracing::info!(%target, "trunk target up again"),
-                None => {}
-            }
         }
     }
 

@@ -27,7 +27,18 @@ impl Local {
         let from_trunk = !matches!(source.kind, TransportKind::Ws | TransportKind::Wss)
             && self.config.routing.trunk_for_source(source.remote.ip()).is_some();
         if from_trunk {
-            let users = self.config.routing.did(&normalise(&user)).map_err(RequestError::Route)?.to_vec();
+            // A carrier we register with sends DID calls to our registered Contact (its user
+            // is our account name) and puts the number dialled in To.
+            let account = self
+                .config
+                .routing
+                .trunk_for_source(source.remote.ip())
+                .and_then(|t| t.credentials.as_ref().filter(|c| t.register && c.username == user).map(|_| ()));
+            let number = match account {
+                Some(()) => to_user(request).unwrap_or(user),
+                None => user,
+            };
+            let users = self.config.routing.did(&normalise(&number)).map_err(RequestError::Route)?.to_vec();
             let mut targets = Vec::new();
             for u in &users {
                 // The trunk's own identity headers are trusted and pass unchanged.
@@ -214,6 +225,13 @@ impl Local {
         }
         Ok(username)
     }
+}
+
+/// The user part of the To URI.
+fn to_user(request: &Message) -> Option<String> {
+    let to = request.first_value(HeaderName::To)?;
+    let uri = NameAddr::parse(&to).ok()?.parse_uri().ok()?;
+    uri.as_sip()?.user.clone()
 }
 
 /// Our address on the side of a `kind` peer: the listener of that transport, else TCP's

@@ -220,8 +220,8 @@ pub struct Proxy {
     deadline_seq: u64,
     /// Requests we send ourselves (OPTIONS health checks), by client key.
     originated: HashMap<TransactionKey, u64>,
-    /// Their outcomes: a final status, or `None` for a timeout or transport error.
-    outcomes: VecDeque<(u64, Option<u16>)>,
+    /// Their outcomes: the final response, or `None` for a timeout or transport error.
+    outcomes: VecDeque<(u64, Option<Message>)>,
     transmits: VecDeque<Transmit>,
     stats: ProxyStats,
 }
@@ -274,8 +274,9 @@ impl Proxy {
         true
     }
 
-    /// The outcome of a request of ours: its final status, or `None` when it timed out.
-    pub fn poll_outcome(&mut self) -> Option<(u64, Option<u16>)> {
+    /// The outcome of a request of ours: its final response, or `None` when it timed out
+    /// or could not be sent.
+    pub fn poll_outcome(&mut self) -> Option<(u64, Option<Message>)> {
         self.outcomes.pop_front()
     }
 
@@ -899,7 +900,7 @@ impl Proxy {
                 match output {
                     Output::Transmit(bytes) => self.transmits.push_back(Transmit { destination, bytes }),
                     Output::Response(r) if r.status().is_some_and(|s| s >= 200) => {
-                        self.outcomes.push_back((id, r.status()));
+                        self.outcomes.push_back((id, Some(r)));
                     }
                     Output::Timeout => self.outcomes.push_back((id, None)),
                     Output::Terminated => {

@@ -17,6 +17,8 @@
 //   hold            after confirmed alice holds (re-INVITE a=sendonly) and unholds
 //                   (a=sendrecv): bob sees both, each re-INVITE is answered 200 and ACKed
 //   message         alice sends a MESSAGE to bob: bob gets the body, alice a 200
+//   takes-call      only alice registers (printing "registered" on stderr), answers the
+//                   first call that comes from outside (a trunk), and the caller hangs up
 //
 // Prints exactly one line of JSON on stdout:
 //   {"ok":true,"scenario":"...","elapsedMs":420,"error":null,"checks":[{"check":"...","ok":true,...}],
@@ -29,7 +31,7 @@
 
 import { DOMAIN, Harness, messages, sdpDirection, startJssip, startSipjs, wire } from './call_common.mjs';
 
-const SCENARIOS = ['jssip-to-jssip', 'jssip-to-sipjs', 'sipjs-to-jssip', 'fork', 'cancel', 'busy', 'hold', 'message'];
+const SCENARIOS = ['jssip-to-jssip', 'jssip-to-sipjs', 'sipjs-to-jssip', 'fork', 'cancel', 'busy', 'hold', 'message', 'takes-call'];
 
 const [url, scenario] = process.argv.slice(2);
 const BOB = `sip:bob@${DOMAIN}`;
@@ -296,6 +298,20 @@ async function message(h) {
     messages('alice', 'out', isRequest('MESSAGE')).some((m) => m.all('proxy-authorization').length > 0));
 }
 
+/// Alice answers a call from outside (a carrier calling a DID); the carrier hangs up.
+async function takesCall(h) {
+  const alice = await startJssip(h, account('alice', 'alice'));
+  process.stderr.write('registered\n');
+  const incoming = await h.wait('alice rings', 'alice', 'incoming');
+  alice.answer(incoming.session);
+  await h.wait('alice confirmed (ACK arrived)', 'alice', 'confirmed', { failOn: ['failed', 'ended'] });
+  const ended = await h.wait('alice ended', 'alice', 'ended', { failOn: ['failed'] });
+  checkEnded(h, ended, 'remote');
+  const invites = messages('alice', 'in', isRequest('INVITE'));
+  h.check('alice got one INVITE, record-routed', invites.length === 1 && recordRoutes(invites[0]) >= 1,
+    invites.map((m) => m.firstLine));
+}
+
 const RUN = {
   'jssip-to-jssip': jssipToJssip,
   'jssip-to-sipjs': jssipToSipjs,
@@ -305,6 +321,7 @@ const RUN = {
   busy,
   hold,
   message,
+  'takes-call': takesCall,
 };
 
 if (!url || !RUN[scenario] || process.argv.length !== 4) {
