@@ -36,7 +36,10 @@ impl Dnsmasq {
             let log = dir.join("dnsmasq.log");
             let mut child = Command::new("/usr/sbin/dnsmasq")
                 .args([
-                    "--keep-in-foreground",
+                    // Debug mode: answers TCP in-process instead of forking a child per
+                    // connection, which would outlive the kill and stay a zombie where
+                    // PID 1 does not reap.
+                    "--no-daemon",
                     "--no-resolv",
                     "--no-hosts",
                     "--no-poll",
@@ -44,7 +47,6 @@ impl Dnsmasq {
                     "--listen-address=127.0.0.1",
                     "--conf-file=/dev/null",
                     "--local=/test/",
-                    "--log-facility=-",
                 ])
                 .arg(format!("--port={port}"))
                 .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
