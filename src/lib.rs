@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! L7  app, config, main   composition, TOML config, CLI, signals
-//! L6  driver              async loop: inputs in, transmits out, one timer
+//! L6  driver, dns         async loop: inputs in, transmits out, one timer; RFC 3263
+//!                         resolution of trunk hosts (NAPTR, SRV, A/AAAA) for the engine
 //! L5  engine              the sans-IO whole: decides what to answer and where
 //! L4  proxy               RFC 3261 §16: forking, response context, CANCEL, Record-Route
 //! L3  registrar, auth,    RFC 3261 §10 bindings and the location store; digest auth;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dialog;
+pub mod dns;
 pub mod driver;
 pub mod engine;
 pub mod message;

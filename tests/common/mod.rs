@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod registrar_peer;
+pub mod dnsmasq;
 pub mod ua;
 
 use std::net::SocketAddr;
