@@ -23,6 +23,7 @@ pub mod config;
 pub mod dialog;
 pub mod driver;
 pub mod engine;
+pub mod media;
 pub mod message;
 pub mod proxy;
 pub mod registrar;

@@ -2,6 +2,7 @@
 //! transport, and minimal clients for each transport.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod rtpengine;
 pub mod ua;
 
 use std::net::SocketAddr;
