@@ -25,6 +25,7 @@ pub mod dialog;
 pub mod dns;
 pub mod driver;
 pub mod engine;
+pub mod media;
 pub mod message;
 pub mod proxy;
 pub mod registrar;

@@ -16,6 +16,7 @@ pub mod framing;
 mod grammar;
 mod header;
 pub mod response;
+pub mod sdp;
 pub mod status;
 pub mod uri;
 pub mod via;

@@ -4,6 +4,7 @@
 
 pub mod registrar_peer;
 pub mod dnsmasq;
+pub mod rtpengine;
 pub mod ua;
 
 use std::net::SocketAddr;
