@@ -96,12 +96,27 @@ impl Server {
         engine_config.routing = config.routing().map_err(AppError::Routing)?;
         engine_config.health_interval = config.proxy.trunk_health_interval;
         engine_config.health_misses = config.proxy.trunk_health_misses;
+        engine_config.media = engine_config_media(config);
+        if engine_config.media.is_none()
+            && let Some(t) =
+                config.trunks.iter().find(|t| t.media.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("bridge")))
+        {
+            return Err(AppError::Routing(vec![format!(
+                "trunk \"{}\": media = \"bridge\" needs [media] rtpengine addresses",
+                t.name
+            )]));
+        }
         let mut engine = Engine::new(engine_config, Entropy::from_os(), users, wall);
         let bindings_file = config.registrar.persist_bindings.then(|| config.server.state_dir.join("bindings.json"));
         if let Some(path) = &bindings_file {
             restore_bindings(&mut engine, path);
         }
+        let media_socket = match &engine_config_media(config) {
+            Some(media) => Some(std::sync::Arc::new(bind_media_socket(media).await?)),
+            None => None,
+        };
         let transports = Transports {
+            media_socket,
             events: events_rx,
             udp_sockets: listeners.udp_sockets.clone(),
             outbound: listeners.outbound,
@@ -230,6 +245,24 @@ fn warn_if_file_limit_too_low(max_connections: usize) {
             "the open-file limit is below limits.max_connections; raise it (LimitNOFILE= in the unit, ulimit -n) or lower the cap"
         );
     }
+}
+
+/// rtpengine's settings, when any instance is configured.
+fn engine_config_media(config: &Config) -> Option<crate::media::MediaConfig> {
+    (!config.media.rtpengine.is_empty()).then(|| crate::media::MediaConfig {
+        instances: config.media.rtpengine.clone(),
+        timeout: config.media.timeout,
+        retries: config.media.retries,
+    })
+}
+
+/// A UDP socket toward rtpengine: on loopback when every instance is local.
+async fn bind_media_socket(media: &crate::media::MediaConfig) -> Result<tokio::net::UdpSocket, AppError> {
+    let local = media.instances.iter().all(|a| a.ip().is_loopback());
+    let addr = if local { SocketAddr::from(([127, 0, 0, 1], 0)) } else { SocketAddr::from(([0, 0, 0, 0], 0)) };
+    tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|source| AppError::Transport(TransportError::Bind { kind: TransportKind::Udp, addr, source }))
 }
 
 /// The TLS client toward trunks, when any trunk uses TLS.

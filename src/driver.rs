@@ -21,6 +21,8 @@ pub struct Transports {
     pub udp_sockets: Vec<Arc<UdpSocket>>,
     /// Connections we dial toward trunks.
     pub outbound: Outbound,
+    /// Our socket toward rtpengine's ng port, when media is bridged.
+    pub media_socket: Option<Arc<UdpSocket>>,
     /// Where the engine's binding snapshots are written; `None` keeps them in memory only.
     pub bindings_file: Option<PathBuf>,
 }
@@ -34,6 +36,8 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
     // One writer, so snapshots land in the order they were taken.
     let (snapshots, snapshot_rx) = mpsc::channel::<Vec<u8>>(4);
     let writer = transports.bindings_file.clone().map(|path| tokio::spawn(write_snapshots(path, snapshot_rx)));
+    let media_socket = transports.media_socket.clone();
+    let mut media_buf = vec![0u8; 65_536];
     loop {
         let deadline = engine.poll_timeout();
         let timer = async {
@@ -67,10 +71,23 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
                 engine.handle_input(clock::now(), input);
             }
             () = timer => engine.handle_timeout(clock::now()),
+            received = recv_media(media_socket.as_deref(), &mut media_buf) => {
+                if let Some((n, from)) = received {
+                    let bytes = bytes::Bytes::copy_from_slice(&media_buf[..n]);
+                    engine.handle_input(clock::now(), Input::MediaReceived { from, bytes });
+                }
+            }
             _ = shutdown.changed() => break,
         }
         while let Some(transmit) = engine.poll_transmit() {
             deliver(transmit, &flows, &udp, &mut transports.outbound).await;
+        }
+        if let Some(socket) = &media_socket {
+            while let Some((to, bytes)) = engine.poll_media_transmit() {
+                if let Err(e) = socket.send_to(&bytes, to).await {
+                    tracing::debug!(%to, error = %e, "cannot send to rtpengine");
+                }
+            }
         }
         if let Some(snapshot) = engine.poll_snapshot()
             && writer.is_some()
@@ -84,6 +101,14 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
         let _ = writer.await;
     }
     engine
+}
+
+/// The next datagram from rtpengine; never ready without a socket.
+async fn recv_media(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_snapshots(path: PathBuf, mut snapshots: mpsc::Receiver<Vec<u8>>) {

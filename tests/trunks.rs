@@ -38,6 +38,8 @@ fn trunk(name: &str, port: u16) -> TrunkConfig {
         asserted_identity: None,
         inbound_sources: vec!["127.0.0.1".into()],
         large_message: "send".into(),
+        media: None,
+        codecs: Vec::new(),
     }
 }
 

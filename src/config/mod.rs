@@ -38,6 +38,9 @@ pub struct Config {
     pub registrar: Registrar,
     pub proxy: Proxy,
     pub log: Log,
+    /// `[media]`: the rtpengine instances that bridge browsers to plain-RTP trunks.
+    #[serde(default)]
+    pub media: Media,
     /// `[[trunk]]`: SIP trunks calls leave and arrive through.
     #[serde(default, rename = "trunk")]
     pub trunks: Vec<trunks::TrunkConfig>,
@@ -73,6 +76,25 @@ pub struct Listen {
     pub tls: Vec<SocketAddr>,
     pub ws: Vec<SocketAddr>,
     pub wss: Vec<SocketAddr>,
+}
+
+/// rtpengine's ng control addresses (`--listen-ng`), in order of preference; none means
+/// no media bridging (every trunk then speaks WebRTC itself: `media = "passthrough"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    pub rtpengine: Vec<SocketAddr>,
+    /// Wait for rtpengine's reply per try.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Tries per instance before the next one.
+    pub retries: u32,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self { rtpengine: Vec::new(), timeout: Duration::from_secs(1), retries: 2 }
+    }
 }
 
 /// PEM files for `tls` and `wss`; both `None` means the app generates a self-signed pair

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::routing::{
-    Cidr, Credentials, DEFAULT_FAILOVER_TIMEOUT, Did, LargeMessage, NumberPattern, OutboundRule, RoutingTable, Trunk,
-    TrunkTarget, TrunkTransport, UserPolicy,
+    Cidr, Credentials, DEFAULT_FAILOVER_TIMEOUT, Did, LargeMessage, MediaMode, NumberPattern, OutboundRule,
+    RoutingTable, Trunk, TrunkTarget, TrunkTransport, UserPolicy,
 };
 
 /// A trunk as written in the file.
@@ -36,6 +36,13 @@ pub struct TrunkConfig {
     /// `tcp` (RFC 3261 §18.1.1 switch for requests over 1300 bytes) or `send`.
     #[serde(default = "tcp")]
     pub large_message: String,
+    /// `bridge` (rtpengine between a browser and this plain-RTP trunk; the default when
+    /// `[media] rtpengine` is set) or `passthrough` (the trunk speaks WebRTC itself).
+    pub media: Option<String>,
+    /// Codecs this trunk takes (`PCMU`, `PCMA`, `G722`, `opus`, ...): a bridged offer
+    /// carries only these. Empty: all the browser offers.
+    #[serde(default)]
+    pub codecs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +141,16 @@ pub fn routing_table(
         trunk.failover_timeout = t.failover_timeout;
         trunk.from_user = t.from_user.clone();
         trunk.asserted_identity = t.asserted_identity.clone();
+        trunk.media = match t.media.as_deref() {
+            None => None,
+            Some(m) if m.eq_ignore_ascii_case("bridge") => Some(MediaMode::Bridge),
+            Some(m) if m.eq_ignore_ascii_case("passthrough") => Some(MediaMode::Passthrough),
+            Some(m) => {
+                problems.push(format!("trunk \"{}\": media `{m}` is not bridge or passthrough", t.name));
+                None
+            }
+        };
+        trunk.codecs = t.codecs.clone();
         built_trunks.push(trunk);
     }
     let mut rules = Vec::new();

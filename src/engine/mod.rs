@@ -10,6 +10,7 @@
 //! kept for Timer J (64·T1) so a retransmitted request gets the same answer again
 //! instead of being processed twice (RFC 3261 §17.2.2).
 
+mod media;
 mod register;
 mod targets;
 mod trunks;
@@ -72,6 +73,8 @@ pub struct EngineConfig {
     /// `health_misses` unanswered in a row. A zero interval turns them off.
     pub health_interval: Duration,
     pub health_misses: u32,
+    /// rtpengine, when browsers are bridged to plain-RTP trunks.
+    pub media: Option<crate::media::MediaConfig>,
 }
 
 /// The proxy's knobs that come from the configuration.
@@ -109,6 +112,7 @@ impl Default for EngineConfig {
             routing: crate::routing::RoutingTable::default(),
             health_interval: Duration::from_secs(30),
             health_misses: 3,
+            media: None,
         }
     }
 }
@@ -128,6 +132,11 @@ pub enum Input {
     },
     FlowClosed {
         flow: FlowId,
+    },
+    /// A datagram from rtpengine's ng control port.
+    MediaReceived {
+        from: SocketAddr,
+        bytes: Bytes,
     },
     /// Nothing can be sent there (a trunk connection could not be opened): transactions
     /// waiting on it fail now (RFC 3261 §8.1.3.1), and calls fail over.
@@ -295,6 +304,8 @@ pub(crate) struct Local {
     /// the id the proxy reports their outcome under.
     registrations: Vec<crate::routing::registration::TrunkRegistration>,
     registering: HashMap<u64, usize>,
+    /// rtpengine and the calls it bridges, when configured.
+    media: Option<media::MediaBridge>,
     registrar: Registrar,
     auth: Authenticator,
     users: Users,
@@ -337,6 +348,7 @@ impl Engine {
             next_ping: 0,
             registrations: Vec::new(),
             registering: HashMap::new(),
+            media: None,
             registrar,
             auth,
             users,
@@ -346,6 +358,10 @@ impl Engine {
             stats: Stats::default(),
         };
         let mut engine = Self { proxy, local, transmits: VecDeque::new() };
+        if let Some(config) = engine.local.config.media.clone().filter(|m| !m.instances.is_empty()) {
+            let seed = u64::from_be_bytes(engine.local.entropy.bytes::<8>());
+            engine.local.media = Some(media::MediaBridge::new(config, seed));
+        }
         engine.local.registrations = engine.local.trunk_registrations(wall.at);
         engine
     }
@@ -370,6 +386,7 @@ impl Engine {
                 self.local.flow_aliases.retain(|_, new| *new != flow);
                 self.proxy.flow_closed(now, flow, &mut self.local);
             }
+            Input::MediaReceived { from, bytes } => self.on_media_datagram(now, from, &bytes),
             Input::Unreachable { destination } => {
                 tracing::debug!(%destination, "unreachable; its transactions fail");
                 self.proxy.unreachable(now, destination, &mut self.local);
@@ -383,6 +400,7 @@ impl Engine {
         self.proxy.handle_timeout(now, &mut self.local);
         self.ping_trunks(now);
         self.register_at_trunks(now);
+        self.media_timeout(now);
         let local = &mut self.local;
         if local.registrar.next_expiry().is_some_and(|at| at <= now) && local.registrar.sweep(now) > 0 {
             local.bindings_changed(now);
@@ -418,6 +436,7 @@ impl Engine {
             self.proxy.poll_timeout(),
             health,
             local.registrations.iter().filter_map(|r| r.poll_timeout()).min(),
+            local.media.as_ref().and_then(|m| m.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -470,6 +489,7 @@ impl Engine {
         tracing::trace!(from = %source.remote, "recv\n{}", String::from_utf8_lossy(message.as_bytes()));
         if !message.is_request() {
             self.proxy.handle_response(now, message, &mut self.local);
+            self.media_outcomes(now);
             return self.own_request_outcomes(now);
         }
         if let Err(error) = validate(&message) {
@@ -495,6 +515,8 @@ impl Engine {
         }
         let message = message.with_stamped_via(source.remote);
         self.proxy.handle_request(now, message, source, &mut self.local);
+        // rtpengine may refuse an SDP at once (unreadable, no codec the trunk takes).
+        self.media_outcomes(now);
         for (old, new) in std::mem::take(&mut self.local.replaced) {
             self.proxy.flow_replaced(old, new);
         }
@@ -589,6 +611,32 @@ impl RoutingPolicy for Local {
 
     fn token(&mut self, len: usize) -> String {
         self.entropy.token(len)
+    }
+
+    fn request_body(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        _source: &Source,
+        _targets: &[crate::proxy::Target],
+    ) -> crate::proxy::BodyAction {
+        match &mut self.media {
+            Some(media) => media.request_body(now, request),
+            None => crate::proxy::BodyAction::Keep,
+        }
+    }
+
+    fn response_body(&mut self, now: Instant, request: &Message, response: &Message) -> crate::proxy::BodyAction {
+        match &mut self.media {
+            Some(media) => media.response_body(now, request, response),
+            None => crate::proxy::BodyAction::Keep,
+        }
+    }
+
+    fn call_ended(&mut self, now: Instant, request: &Message) {
+        if let Some(media) = &mut self.media {
+            media.call_ended(now, request);
+        }
     }
 }
 

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use super::{Local, RequestError};
 use crate::auth::Verdict;
+use crate::media::Leg;
 use crate::message::{HeaderName, Host, Message, NameAddr, Uri};
 use crate::proxy::{Decision, Target, UacCredentials};
-use crate::routing::{LargeMessage, RoutingTable, TrunkTransport, is_number, normalise};
+use crate::routing::{LargeMessage, MediaMode, RoutingTable, TrunkTransport, is_number, normalise};
 use crate::transport::{Destination, Source, TransportKind};
 
 impl Local {
@@ -47,6 +48,15 @@ impl Local {
             if targets.is_empty() {
                 return Err(RequestError::Unavailable);
             }
+            // A plain-RTP trunk calling browsers: rtpengine in between.
+            let reaches_browser = targets.iter().any(|t| matches!(t.kind, TransportKind::Ws | TransportKind::Wss));
+            if let Some(trunk) = self.config.routing.trunk_for_source(source.remote.ip())
+                && reaches_browser
+                && self.media_mode(trunk) == MediaMode::Bridge
+            {
+                let codecs = trunk.codecs.clone();
+                self.bridge_call(request, Leg::PlainRtp, Leg::Browser, codecs);
+            }
             return Ok(Decision::Forward(targets));
         }
         let caller = self.authenticate_caller(now, request, source)?;
@@ -64,7 +74,37 @@ impl Local {
         if !is_number(&normalise(&user)) {
             return Err(RequestError::NotFound);
         }
-        self.trunk_targets(&caller, &user).map(Decision::Failover)
+        let targets = self.trunk_targets(&caller, &user)?;
+        // A browser calling a plain-RTP trunk: rtpengine in between. The first trunk of the
+        // rule decides (failover to a trunk of another kind keeps the first one's SDP).
+        if matches!(source.kind, TransportKind::Ws | TransportKind::Wss)
+            && let Ok(route) = self.config.routing.outbound(&caller, &user)
+            && let Some(first) = route.trunks.first()
+            && self.media_mode(first) == MediaMode::Bridge
+        {
+            let codecs = first.codecs.clone();
+            self.bridge_call(request, Leg::Browser, Leg::PlainRtp, codecs);
+        }
+        Ok(Decision::Failover(targets))
+    }
+
+    /// A trunk's media mode; unset means bridge when rtpengine is configured.
+    fn media_mode(&self, trunk: &crate::routing::Trunk) -> MediaMode {
+        match (trunk.media, &self.media) {
+            (Some(MediaMode::Bridge), Some(_)) | (None, Some(_)) => MediaMode::Bridge,
+            _ => MediaMode::Passthrough,
+        }
+    }
+
+    fn bridge_call(&mut self, request: &Message, caller: Leg, callee: Leg, codecs: Vec<String>) {
+        let Some(media) = &mut self.media else { return };
+        let call_id = request.call_id().map(|c| String::from_utf8_lossy(&c).into_owned());
+        let from_tag = request.first_value(HeaderName::From).and_then(|f| {
+            NameAddr::parse(&f).ok().and_then(|n| n.tag().map(|t| String::from_utf8_lossy(t).into_owned()))
+        });
+        if let (Some(call_id), Some(from_tag)) = (call_id, from_tag) {
+            media.bridge(call_id, super::media::BridgedCall::new(from_tag, caller, callee, codecs));
+        }
     }
 
     /// The trunks an outbound rule picks, each target a failover step, over the trunk's

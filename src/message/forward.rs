@@ -151,6 +151,22 @@ pub fn response_upstream(message: &Message, cseq: Option<u32>) -> Vec<u8> {
     out
 }
 
+/// The message with `body` in place of its own; every header but Content-Length keeps its
+/// bytes (a media relay rewrote the SDP).
+pub fn with_body(message: &Message, body: &[u8]) -> Vec<u8> {
+    let bytes = &message.bytes[..];
+    let mut out = Vec::with_capacity(bytes.len() + body.len());
+    let first_header = message.headers().first().map_or(message.body.start as usize, |h| h.line.start as usize);
+    out.extend_from_slice(&bytes[..first_header]);
+    for header in message.headers() {
+        if header.name != HeaderName::ContentLength {
+            push_raw(&mut out, message.raw_line(header));
+        }
+    }
+    finish(&mut out, body);
+    out
+}
+
 /// A request we sent, again with digest credentials after a 401/407 (RFC 3261 §22.2):
 /// a new top Via (a new branch, so a new transaction), the CSeq number raised to
 /// `cseq`, and `header: value` in place of any earlier credentials under that name.

@@ -190,6 +190,28 @@ pub trait RoutingPolicy {
     fn resolve_flow(&self, flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)>;
     /// A fresh To tag or branch suffix.
     fn token(&mut self, len: usize) -> String;
+    /// A request about to be forwarded to `targets`: keep its body, rewrite it, or take
+    /// time to ([`BodyAction::Defer`], then [`Proxy::resume`]). Media anchoring lives here.
+    fn request_body(&mut self, _now: Instant, _request: &Message, _source: &Source, _targets: &[Target]) -> BodyAction {
+        BodyAction::Keep
+    }
+    /// A response about to go upstream to `request`'s sender, likewise.
+    fn response_body(&mut self, _now: Instant, _request: &Message, _response: &Message) -> BodyAction {
+        BodyAction::Keep
+    }
+    /// A call is over: its INVITE failed, or a BYE passed, or we ended it.
+    fn call_ended(&mut self, _now: Instant, _request: &Message) {}
+}
+
+/// What the policy does with a body on its way through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyAction {
+    Keep,
+    Replace(Bytes),
+    /// The new body comes later, through [`Proxy::resume`] with this id.
+    Defer(u64),
+    /// Answer the request with this instead of forwarding it.
+    Refuse(LocalReply),
 }
 
 /// Counters an operator reads.
@@ -223,7 +245,15 @@ pub struct Proxy {
     /// Their outcomes: the final response, or `None` for a timeout or transport error.
     outcomes: VecDeque<(u64, Option<Message>)>,
     transmits: VecDeque<Transmit>,
+    /// Requests and responses waiting for the policy's new body (see [`BodyAction`]).
+    deferred: HashMap<u64, Deferred>,
     stats: ProxyStats,
+}
+
+#[derive(Debug)]
+enum Deferred {
+    Request { key: TransactionKey, request: Message, source: Source, targets: Vec<Target>, serial: bool },
+    Response { server: TransactionKey, response: Message, code: u16 },
 }
 
 impl Proxy {
@@ -240,6 +270,7 @@ impl Proxy {
             originated: HashMap::new(),
             outcomes: VecDeque::new(),
             transmits: VecDeque::new(),
+            deferred: HashMap::new(),
             stats: ProxyStats::default(),
         }
     }
@@ -325,7 +356,7 @@ impl Proxy {
             tracing::debug!(%branch, "Timer C fired; cancelling the branch");
             self.cancel_branch(now, &server, &branch);
         }
-        self.abandon_silent_branches(now, silent);
+        self.abandon_silent_branches(now, silent, policy);
         for dialog in self.dialogs.expired(now) {
             tracing::info!(call_id = %dialog.id.call_id, "maximum call duration reached; ending the call");
             self.send_bye(now, &dialog, Side::Caller, "max duration", policy);
@@ -358,7 +389,7 @@ impl Proxy {
     }
 
     /// A BYE into a dialog on behalf of the other party (RFC 3326 Reason says why).
-    fn send_bye(&mut self, now: Instant, dialog: &Dialog, to: Side, why: &str, policy: &dyn RoutingPolicy) {
+    fn send_bye(&mut self, now: Instant, dialog: &Dialog, to: Side, why: &str, policy: &mut dyn RoutingPolicy) {
         let bye = dialog.bye_towards(to);
         let (kind, local, destination) = match bye.destination {
             Destination::Flow(flow) => match policy.resolve_flow(flow) {
@@ -385,6 +416,7 @@ impl Proxy {
             bye.cseq
         );
         let Ok(message) = Message::parse(Bytes::from(text), &Limits::default()) else { return };
+        policy.call_ended(now, &message);
         let Some(key) = client_key(&message) else { return };
         let reliable = kind.is_connection();
         let _ = self.table.insert(key, destination, ClientNonInvite::new(now, message, reliable, self.config.timers));
@@ -453,8 +485,8 @@ impl Proxy {
             Decision::Forward(targets) | Decision::Failover(targets) if targets.is_empty() => {
                 self.reply_bytes(now, &key, &request, LocalReply::new(480));
             }
-            Decision::Forward(targets) => self.fork(now, key, request, source, targets, false),
-            Decision::Failover(targets) => self.fork(now, key, request, source, targets, true),
+            Decision::Forward(targets) => self.forward(now, key, request, source, targets, false, policy),
+            Decision::Failover(targets) => self.forward(now, key, request, source, targets, true, policy),
         }
         self.drain(now, policy);
     }
@@ -483,6 +515,9 @@ impl Proxy {
             return match self.route_in_dialog(request, policy) {
                 Ok(target) => {
                     self.track_in_dialog(request);
+                    if request.method() == Some(&Method::Bye) {
+                        policy.call_ended(now, request);
+                    }
                     Decision::Forward(vec![target])
                 }
                 Err(reply) => Decision::Reply(reply),
@@ -641,6 +676,96 @@ impl Proxy {
         request.list(HeaderName::Via).iter().any(|v| {
             Via::parse(v).ok().and_then(|via| via.branch().map(|b| b.starts_with(mark.as_bytes()))).unwrap_or(false)
         })
+    }
+
+    /// Forks, once the policy has had its say on the body (it may rewrite it, or take
+    /// time to: media anchoring asks rtpengine first, and [`Self::resume`] goes on).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        request: Message,
+        source: Source,
+        targets: Vec<Target>,
+        serial: bool,
+        policy: &mut dyn RoutingPolicy,
+    ) {
+        match policy.request_body(now, &request, &source, &targets) {
+            BodyAction::Keep => self.fork(now, key, request, source, targets, serial),
+            BodyAction::Replace(body) => match with_body(&request, &body) {
+                Some(request) => self.fork(now, key, request, source, targets, serial),
+                None => self.reply_bytes(now, &key, &request, LocalReply::new(500)),
+            },
+            BodyAction::Refuse(reply) => self.reply_bytes(now, &key, &request, reply),
+            BodyAction::Defer(id) => {
+                self.deferred.insert(id, Deferred::Request { key, request, source, targets, serial });
+            }
+        }
+    }
+
+    /// Goes on with what [`BodyAction::Defer`] held: the new body, or the reply that
+    /// ends it (the media relay refused or did not answer).
+    pub fn resume(
+        &mut self,
+        now: Instant,
+        id: u64,
+        outcome: Result<Bytes, LocalReply>,
+        policy: &mut dyn RoutingPolicy,
+    ) {
+        match (self.deferred.remove(&id), outcome) {
+            (None, _) => {}
+            (Some(Deferred::Request { key, request, source, targets, serial }), Ok(body)) => {
+                match with_body(&request, &body) {
+                    Some(request) => self.fork(now, key, request, source, targets, serial),
+                    None => self.reply_bytes(now, &key, &request, LocalReply::new(500)),
+                }
+            }
+            (Some(Deferred::Request { key, request, .. }), Err(reply)) => {
+                self.reply_bytes(now, &key, &request, reply);
+                policy.call_ended(now, &request);
+            }
+            (Some(Deferred::Response { server, response, code }), outcome) => {
+                let bytes = match outcome {
+                    Ok(body) => with_body(&response, &body).map(|m| m.bytes().clone()),
+                    // The answer could not be anchored: the caller still gets it as it was.
+                    Err(_) => Some(response.bytes().clone()),
+                };
+                if let Some(bytes) = bytes {
+                    let _ = self.table.send_response(now, &server, bytes, code);
+                }
+            }
+        }
+        self.drain(now, policy);
+    }
+
+    /// Sends a response upstream, after the policy had its say on the body.
+    fn send_upstream(
+        &mut self,
+        now: Instant,
+        server: &TransactionKey,
+        bytes: Vec<u8>,
+        code: u16,
+        policy: &mut dyn RoutingPolicy,
+    ) {
+        let Ok(response) =
+            Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
+        else {
+            return;
+        };
+        let Some(request) = self.contexts.get(server).map(|c| c.request.clone()) else { return };
+        match policy.response_body(now, &request, &response) {
+            BodyAction::Keep | BodyAction::Refuse(_) => {
+                let _ = self.table.send_response(now, server, response.bytes().clone(), code);
+            }
+            BodyAction::Replace(body) => {
+                let bytes = with_body(&response, &body).map_or_else(|| response.bytes().clone(), |m| m.bytes().clone());
+                let _ = self.table.send_response(now, server, bytes, code);
+            }
+            BodyAction::Defer(id) => {
+                self.deferred.insert(id, Deferred::Response { server: server.clone(), response, code });
+            }
+        }
     }
 
     /// Starts the branches of a new response context: all at once, or (`serial`) the
@@ -912,12 +1037,12 @@ impl Proxy {
             }
             match output {
                 Output::Transmit(bytes) => self.transmits.push_back(Transmit { destination, bytes }),
-                Output::Response(response) => self.on_branch_response(now, &key, response),
+                Output::Response(response) => self.on_branch_response(now, &key, response, policy),
                 Output::Timeout if key.is_client() => {
                     let Some(request) = request else { continue };
                     let synthetic = self.build_reply(&request, &LocalReply::new(408), "timeout", None);
                     if let Ok(timeout) = Message::parse(Bytes::from(synthetic), &Limits::default()) {
-                        self.on_branch_response(now, &key, timeout);
+                        self.on_branch_response(now, &key, timeout, policy);
                     }
                 }
                 Output::Timeout => {
@@ -940,7 +1065,13 @@ impl Proxy {
     }
 
     /// §16.7 for one branch's response.
-    fn on_branch_response(&mut self, now: Instant, branch: &TransactionKey, response: Message) {
+    fn on_branch_response(
+        &mut self,
+        now: Instant,
+        branch: &TransactionKey,
+        response: Message,
+        policy: &mut dyn RoutingPolicy,
+    ) {
         let Some(server) = self.branches.get(branch).cloned() else { return };
         let Some(code) = response.status() else { return };
         let is_cancel = *branch.method() == Method::Cancel;
@@ -965,8 +1096,8 @@ impl Proxy {
                 b.timer_c = Some(at);
             }
             if !ctx.final_sent {
-                let bytes = Bytes::from(upstream(ctx, &response));
-                let _ = self.table.send_response(now, &server, bytes, code);
+                let bytes = upstream(ctx, &response);
+                self.send_upstream(now, &server, bytes, code, policy);
             }
             if let Some(at) = restarted {
                 self.schedule(at, branch);
@@ -1001,9 +1132,10 @@ impl Proxy {
             }
             let Some(ctx) = self.contexts.get_mut(&server) else { return };
             ctx.final_sent = true;
-            let bytes = Bytes::from(upstream(ctx, &response));
-            let _ = self.table.send_response(now, &server, bytes, code);
-            if ctx.is_invite {
+            let is_invite = ctx.is_invite;
+            let bytes = upstream(ctx, &response);
+            self.send_upstream(now, &server, bytes, code, policy);
+            if is_invite {
                 self.cancel_pending(now, &server);
             }
             return;
@@ -1019,7 +1151,7 @@ impl Proxy {
             // A definite answer (busy, not found, ...) ends a failover search.
             ctx.pending.clear();
         }
-        self.maybe_send_best(now, &server);
+        self.maybe_send_best(now, &server, policy);
     }
 
     /// RFC 3261 §22.2 for a branch with credentials: the same request again with an
@@ -1148,13 +1280,13 @@ impl Proxy {
     }
 
     /// Branches that did not answer within their failover time, abandoned as if they timed out.
-    fn abandon_silent_branches(&mut self, now: Instant, silent: Vec<TransactionKey>) {
+    fn abandon_silent_branches(&mut self, now: Instant, silent: Vec<TransactionKey>, policy: &mut dyn RoutingPolicy) {
         for branch in silent {
             let Some(request) = self.table.remove(&branch).map(|t| t.request().clone()) else { continue };
             tracing::debug!(%branch, "no answer within the failover timeout");
             let synthetic = self.build_reply(&request, &LocalReply::new(408), "timeout", None);
             if let Ok(timeout) = Message::parse(Bytes::from(synthetic), &Limits::default()) {
-                self.on_branch_response(now, &branch, timeout);
+                self.on_branch_response(now, &branch, timeout, policy);
             }
             self.branches.remove(&branch);
         }
@@ -1174,7 +1306,7 @@ impl Proxy {
     }
 
     /// §16.7 step 6: when every branch is final and nothing final went upstream yet.
-    fn maybe_send_best(&mut self, now: Instant, server: &TransactionKey) {
+    fn maybe_send_best(&mut self, now: Instant, server: &TransactionKey, policy: &mut dyn RoutingPolicy) {
         let Some(ctx) = self.contexts.get_mut(server) else { return };
         if ctx.final_sent
             || !ctx.pending.is_empty()
@@ -1194,6 +1326,12 @@ impl Proxy {
         };
         let code = if code == 503 { 500 } else { code };
         let _ = self.table.send_response(now, server, bytes, code);
+        if let Some(ctx) = self.contexts.get(server)
+            && ctx.is_invite
+        {
+            let request = ctx.request.clone();
+            policy.call_ended(now, &request);
+        }
     }
 }
 
@@ -1239,6 +1377,12 @@ fn upstream(ctx: &Context, response: &Message) -> Vec<u8> {
     let caller = ctx.request.cseq().map(|(n, _)| n);
     let shifted = caller.filter(|n| response.cseq().is_some_and(|(r, _)| r != *n));
     forward::response_upstream(response, shifted)
+}
+
+/// `message` with `body` in place of its own (Content-Length follows).
+fn with_body(message: &Message, body: &[u8]) -> Option<Message> {
+    let bytes = forward::with_body(message, body);
+    Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX }).ok()
 }
 
 /// Call-ID, From tag and To tag of a request.

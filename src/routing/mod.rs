@@ -22,7 +22,7 @@ pub use health::{Health, HealthChecks, TargetKey};
 pub use number::{NumberPattern, PatternError, PatternProblem, is_number, normalise, to_e164};
 pub use table::{DEFAULT_POLICY, Did, OutboundRoute, OutboundRule, RoutingTable, UserPolicy};
 pub use trunk::{
-    Cidr, CidrError, Credentials, DEFAULT_FAILOVER_TIMEOUT, LARGE_REQUEST, LargeMessage, Trunk, TrunkTarget,
+    Cidr, CidrError, Credentials, DEFAULT_FAILOVER_TIMEOUT, LARGE_REQUEST, LargeMessage, MediaMode, Trunk, TrunkTarget,
     TrunkTransport,
 };
 

@@ -39,6 +39,20 @@ pub struct Trunk {
     pub inbound_sources: Vec<Cidr>,
     /// What to do with a large request when `transport` is UDP.
     pub large_message: LargeMessage,
+    /// Whether rtpengine sits between a browser and this trunk; `None` is the default,
+    /// bridge when rtpengine is configured.
+    pub media: Option<MediaMode>,
+    /// Codec encoding names the trunk takes; empty means whatever is offered.
+    pub codecs: Vec<String>,
+}
+
+/// How a trunk's media meets a browser's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaMode {
+    /// rtpengine bridges WebRTC (ICE, DTLS-SRTP) to plain RTP/AVP.
+    Bridge,
+    /// The SDP passes untouched: the trunk speaks WebRTC (Asterisk with webrtc=yes).
+    Passthrough,
 }
 
 /// One place a trunk's requests can go. With no port and a host name, the address comes from
@@ -118,6 +132,8 @@ impl Trunk {
             asserted_identity: None,
             inbound_sources: Vec::new(),
             large_message: LargeMessage::Tcp,
+            media: None,
+            codecs: Vec::new(),
         }
     }
 

@@ -1,0 +1,92 @@
+//! A browser's WebRTC offer to a plain-RTP trunk through webtrunk and a real rtpengine:
+//! the trunk (SIPp) gets a lean RTP/AVP offer in one small datagram, the browser gets a
+//! WebRTC answer (DTLS fingerprint, ICE, SAVPF, not setup:passive), and the rtpengine
+//! session is gone after the BYE. Media itself flows in tests/browser_trunk.rs.
+
+// Test helpers outside #[test] fns: a failed unwrap here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::rtpengine::{Daemon, NgLoop};
+use common::ua::{Ua, parse, status};
+use common::*;
+use webtrunk::config::trunks::{RouteConfig, TargetConfig, TrunkConfig};
+use webtrunk::media::{CallKey, Command, MediaConfig};
+use webtrunk::transport::TransportKind;
+
+fn chromium_offer() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdp/chromium_offer.sdp");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[tokio::test]
+async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_with_the_call() {
+    let rtpengine = Daemon::start();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = config_with_users("media-bridge", ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    config.trunks = vec![TrunkConfig {
+        name: "carrier".into(),
+        targets: vec![TargetConfig { host: "127.0.0.1".into(), port: Some(port), priority: 0, weight: 1 }],
+        transport: "udp".into(),
+        outbound_proxy: None,
+        username: None,
+        password: None,
+        realm: None,
+        register: false,
+        max_calls: None,
+        failover_timeout: Duration::from_secs(2),
+        from_user: None,
+        asserted_identity: None,
+        inbound_sources: vec!["127.0.0.1".into()],
+        // Over UDP only: the lean offer must fit a datagram.
+        large_message: "send".into(),
+        media: Some("bridge".into()),
+        codecs: vec!["PCMU".into(), "PCMA".into()],
+    }];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![RouteConfig {
+        name: "all".into(),
+        pattern: "0".into(),
+        strip: 0,
+        prepend: String::new(),
+        e164: None,
+        trunks: vec!["carrier".into()],
+    }];
+    let server = start(&config).await;
+    let sipp = sipp_uas("trunk_bridged_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sent = parse(&alice.invite_with("02079460958", &chromium_offer()).await);
+    let ringing = alice.recv().await;
+    assert_eq!(status(&ringing), 180, "{}", String::from_utf8_lossy(ringing.as_bytes()));
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200, "{}", String::from_utf8_lossy(ok.as_bytes()));
+    let answer = String::from_utf8_lossy(ok.body()).into_owned();
+    assert!(answer.contains("UDP/TLS/RTP/SAVPF"), "WebRTC answer for the browser:\n{answer}");
+    assert!(answer.contains("a=fingerprint:"), "{answer}");
+    assert!(answer.contains("a=ice-ufrag:"), "{answer}");
+    assert!(!answer.contains("a=setup:passive"), "rtpengine keeps the active DTLS role:\n{answer}");
+    let call_id = String::from_utf8_lossy(&sent.call_id().unwrap()).into_owned();
+    let key = CallKey { call_id: call_id.clone(), from_tag: format!("t{call_id}"), to_tag: None };
+    let mut ng = NgLoop::new(MediaConfig { instances: vec![rtpengine.ng], ..MediaConfig::default() }).await;
+    assert!(ng.request(&key, Command::Query).await.is_ok(), "rtpengine holds the call while it is up");
+    assert_eq!(status(&alice.ack_and_hang_up(&sent, &ok).await), 200);
+    sipp_finished(sipp).await;
+
+    // The session is gone: rtpengine does not know the call any more.
+    let mut gone = false;
+    for _ in 0..20 {
+        if ng.request(&key, Command::Query).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "rtpengine still holds the call after the BYE:\n{}", rtpengine.log_text());
+    server.shutdown(Duration::from_secs(2)).await;
+}
