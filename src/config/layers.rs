@@ -14,6 +14,9 @@ use super::{Config, ConfigError, ENV_PREFIX, Origin, Place};
 /// `[[trunk]]`, `[[route]]`, `[[did]]`.
 const TABLE_ARRAYS: [&str; 3] = ["trunk", "route", "did"];
 
+/// Keys whose default is an empty list, which the serialized defaults leave out.
+const EMPTY_LISTS: [&str; 1] = ["media.rtpengine"];
+
 /// Keys whose environment value is split at commas.
 const LIST_KEYS: [&str; 8] = [
     "server.domains",
@@ -67,7 +70,7 @@ pub(super) fn load(file: Option<&Path>, with_env: bool) -> Result<Config, Vec<Co
     let mut known = keys(defaults.collect().map_err(typing(&provenance))?);
     // Arrays of tables are empty by default, so the defaults do not show them; their
     // elements' fields are checked by serde's deny_unknown_fields.
-    known.extend(TABLE_ARRAYS.iter().map(|k| (*k).to_string()));
+    known.extend(TABLE_ARRAYS.iter().chain(&EMPTY_LISTS).map(|k| (*k).to_string()));
     let mut builder = config::Config::builder().add_source(defaults);
 
     if let Some(path) = file {
