@@ -13,22 +13,21 @@ use std::time::Duration;
 use common::rtpengine::{Daemon, NgLoop};
 use common::ua::{Ua, parse, status};
 use common::*;
-use webtrunk::config::trunks::{RouteConfig, TargetConfig, TrunkConfig};
+use webtrunk::config::trunks::{DidConfig, RouteConfig, TargetConfig, TrunkConfig};
 use webtrunk::media::{CallKey, Command, MediaConfig};
 use webtrunk::transport::TransportKind;
 
-fn chromium_offer() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdp/chromium_offer.sdp");
+fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdp").join(name);
     std::fs::read_to_string(path).unwrap()
 }
 
-#[tokio::test]
-async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_with_the_call() {
-    let rtpengine = Daemon::start();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut config = config_with_users("media-bridge", ALICE_AND_BOB);
-    config.media.rtpengine = vec![rtpengine.ng];
-    config.trunks = vec![TrunkConfig {
+fn chromium_offer() -> String {
+    fixture("chromium_offer.sdp")
+}
+
+fn carrier(port: u16) -> TrunkConfig {
+    TrunkConfig {
         name: "carrier".into(),
         targets: vec![TargetConfig { host: "127.0.0.1".into(), port: Some(port), priority: 0, weight: 1 }],
         transport: "udp".into(),
@@ -46,7 +45,16 @@ async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_wit
         large_message: "send".into(),
         media: Some("bridge".into()),
         codecs: vec!["PCMU".into(), "PCMA".into()],
-    }];
+    }
+}
+
+#[tokio::test]
+async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_with_the_call() {
+    let rtpengine = Daemon::start();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = config_with_users("media-bridge", ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    config.trunks = vec![carrier(port)];
     config.proxy.trunk_health_interval = Duration::ZERO;
     config.routes = vec![RouteConfig {
         name: "all".into(),
@@ -88,5 +96,56 @@ async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_wit
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "rtpengine still holds the call after the BYE:\n{}", rtpengine.log_text());
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_plain_rtp_call_from_a_trunk_reaches_the_browser_as_webrtc_and_its_answer_goes_back_plain() {
+    let rtpengine = Daemon::start();
+    let mut config = config_with_users("media-bridge-in", ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    config.trunks = vec![carrier(9)];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.dids = vec![DidConfig { number: "+15550100".into(), users: vec!["alice".into()] }];
+    let server = start(&config).await;
+    let udp = server.addr(TransportKind::Udp).unwrap();
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+
+    let trunk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = trunk.local_addr().unwrap();
+    let offer = fixture("sipp_offer.sdp");
+    let invite = format!(
+        "INVITE sip:+15550100@localhost SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKin1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+447700900123@carrier.example>;tag=c1\r\nTo: <sip:+15550100@localhost>\r\n\
+         Call-ID: media-in-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carrier@{me}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{offer}",
+        offer.len()
+    );
+    trunk.send_to(invite.as_bytes(), udp).await.unwrap();
+    let ringing = alice.recv().await;
+    let offered = String::from_utf8_lossy(ringing.body()).into_owned();
+    assert!(offered.contains("UDP/TLS/RTP/SAVPF"), "the browser gets a WebRTC offer:\n{offered}");
+    assert!(offered.contains("a=fingerprint:") && offered.contains("a=ice-ufrag:"), "{offered}");
+    assert!(offered.contains("a=rtcp-mux"), "{offered}");
+    alice.respond_with_sdp(&ringing, 200, "alice", &fixture("chromium_answer.sdp")).await;
+
+    let mut buf = vec![0u8; 8192];
+    let ok = loop {
+        let (n, _) = tokio::time::timeout(TIMEOUT, trunk.recv_from(&mut buf)).await.unwrap().unwrap();
+        let m = parse(&String::from_utf8_lossy(&buf[..n]));
+        if m.status() != Some(100) {
+            break m;
+        }
+    };
+    assert_eq!(status(&ok), 200);
+    let answer = String::from_utf8_lossy(ok.body()).into_owned();
+    assert!(answer.contains("RTP/AVP"), "the trunk gets a plain answer:\n{answer}");
+    for webrtc_only in ["a=fingerprint", "a=ice-", "a=candidate", "SAVPF", "a=setup"] {
+        assert!(!answer.contains(webrtc_only), "{webrtc_only} reached the trunk:\n{answer}");
+    }
+    let key = CallKey { call_id: "media-in-1".into(), from_tag: "c1".into(), to_tag: None };
+    let mut ng = NgLoop::new(MediaConfig { instances: vec![rtpengine.ng], ..MediaConfig::default() }).await;
+    assert!(ng.request(&key, Command::Query).await.is_ok(), "rtpengine holds the call");
     server.shutdown(Duration::from_secs(2)).await;
 }

@@ -245,6 +245,21 @@ impl Ua {
         self.send(&String::from_utf8(bytes).unwrap()).await;
     }
 
+    /// [`Self::respond`] with an SDP body (an answer).
+    pub async fn respond_with_sdp(&mut self, request: &Message, code: u16, to_tag: &str, sdp: &str) {
+        let mut reply = Reply::new(code);
+        reply.to_tag = Some(to_tag);
+        let rr = all(request, HeaderName::RecordRoute);
+        for r in &rr {
+            reply.headers.push(("Record-Route", r.clone().into()));
+        }
+        reply.headers.push(("Contact", format!("<{}>", self.contact).into()));
+        reply.headers.push(("Content-Type", "application/sdp".into()));
+        let text = String::from_utf8(build(request, &reply)).unwrap();
+        let text = text.replace("Content-Length: 0\r\n\r\n", &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()));
+        self.send(&text).await;
+    }
+
     /// An in-dialog request along `route` (the route set, in order) to `target`.
     pub async fn in_dialog(
         &mut self,
