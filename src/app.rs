@@ -31,6 +31,8 @@ pub enum AppError {
     Users(Vec<String>),
     #[error("routing: {}", .0.join("; "))]
     Routing(Vec<String>),
+    #[error("DNS: {0}")]
+    Dns(#[from] crate::dns::DnsSetupError),
 }
 
 /// Transport events buffered between the socket tasks and the driver; when full, readers
@@ -101,7 +103,9 @@ impl Server {
         if let Some(path) = &bindings_file {
             restore_bindings(&mut engine, path);
         }
+        let resolver = dns_resolver(config)?;
         let transports = Transports {
+            resolver,
             events: events_rx,
             udp_sockets: listeners.udp_sockets.clone(),
             outbound: listeners.outbound,
@@ -229,6 +233,24 @@ fn warn_if_file_limit_too_low(max_connections: usize) {
             max_connections,
             "the open-file limit is below limits.max_connections; raise it (LimitNOFILE= in the unit, ulimit -n) or lower the cap"
         );
+    }
+}
+
+/// The resolver for trunk host names. Without a usable DNS configuration webtrunk still
+/// starts when every trunk target is an IP address; otherwise it is an error.
+fn dns_resolver(config: &Config) -> Result<Option<std::sync::Arc<crate::dns::Resolver>>, AppError> {
+    let any_name = config
+        .trunks
+        .iter()
+        .flat_map(|t| &t.targets)
+        .any(|t| t.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err());
+    match crate::dns::Resolver::new(&config.dns) {
+        Ok(resolver) => Ok(Some(std::sync::Arc::new(resolver))),
+        Err(error) if any_name => Err(AppError::Dns(error)),
+        Err(error) => {
+            tracing::warn!(%error, "no DNS resolver; trunk targets must be IP addresses");
+            Ok(None)
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use super::{Config, ConfigError, ENV_PREFIX, Origin, Place};
 const TABLE_ARRAYS: [&str; 3] = ["trunk", "route", "did"];
 
 /// Keys whose environment value is split at commas.
-const LIST_KEYS: [&str; 8] = [
+const LIST_KEYS: [&str; 9] = [
     "server.domains",
     "listen.udp",
     "listen.tcp",
@@ -24,6 +24,7 @@ const LIST_KEYS: [&str; 8] = [
     "listen.wss",
     "websocket.paths",
     "registrar.digest_algorithms",
+    "dns.servers",
 ];
 
 #[derive(Debug, Clone, Default)]

@@ -38,6 +38,9 @@ pub struct Config {
     pub registrar: Registrar,
     pub proxy: Proxy,
     pub log: Log,
+    /// `[dns]`: how trunk host names are resolved (RFC 3263).
+    #[serde(default)]
+    pub dns: crate::dns::DnsConfig,
     /// `[[trunk]]`: SIP trunks calls leave and arrive through.
     #[serde(default, rename = "trunk")]
     pub trunks: Vec<trunks::TrunkConfig>,
