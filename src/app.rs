@@ -31,6 +31,8 @@ pub enum AppError {
     Users(Vec<String>),
     #[error("routing: {}", .0.join("; "))]
     Routing(Vec<String>),
+    #[error("DNS: {0}")]
+    Dns(#[from] crate::dns::DnsSetupError),
 }
 
 /// Transport events buffered between the socket tasks and the driver; when full, readers
@@ -115,8 +117,10 @@ impl Server {
             Some(media) => Some(std::sync::Arc::new(bind_media_socket(media).await?)),
             None => None,
         };
+        let resolver = dns_resolver(config)?;
         let transports = Transports {
             media_socket,
+            resolver,
             events: events_rx,
             udp_sockets: listeners.udp_sockets.clone(),
             outbound: listeners.outbound,
@@ -263,6 +267,24 @@ async fn bind_media_socket(media: &crate::media::MediaConfig) -> Result<tokio::n
     tokio::net::UdpSocket::bind(addr)
         .await
         .map_err(|source| AppError::Transport(TransportError::Bind { kind: TransportKind::Udp, addr, source }))
+}
+
+/// The resolver for trunk host names. Without a usable DNS configuration webtrunk still
+/// starts when every trunk target is an IP address; otherwise it is an error.
+fn dns_resolver(config: &Config) -> Result<Option<std::sync::Arc<crate::dns::Resolver>>, AppError> {
+    let any_name = config
+        .trunks
+        .iter()
+        .flat_map(|t| &t.targets)
+        .any(|t| t.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err());
+    match crate::dns::Resolver::new(&config.dns) {
+        Ok(resolver) => Ok(Some(std::sync::Arc::new(resolver))),
+        Err(error) if any_name => Err(AppError::Dns(error)),
+        Err(error) => {
+            tracing::warn!(%error, "no DNS resolver; trunk targets must be IP addresses");
+            Ok(None)
+        }
+    }
 }
 
 /// The TLS client toward trunks, when any trunk uses TLS.

@@ -11,8 +11,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock;
-use crate::engine::{Engine, Input};
-use crate::transport::{Destination, Event, FlowId, FlowSender, Outbound, Transmit};
+use crate::dns::{Resolver, SipTransport};
+use crate::engine::{Engine, Input, ResolveRequest, ResolvedTargets};
+use crate::transport::{Destination, Event, FlowId, FlowSender, Outbound, Transmit, TransportKind};
 
 /// What the driver reads from and writes to.
 #[derive(Debug)]
@@ -25,7 +26,13 @@ pub struct Transports {
     pub media_socket: Option<Arc<UdpSocket>>,
     /// Where the engine's binding snapshots are written; `None` keeps them in memory only.
     pub bindings_file: Option<PathBuf>,
+    /// Resolves trunk host names for the engine; `None` answers every question with an
+    /// error (no DNS configuration could be read).
+    pub resolver: Option<Arc<Resolver>>,
 }
+
+/// A DNS answer on its way back from a lookup task.
+type Answer = (ResolveRequest, Result<crate::dns::Resolved, String>);
 
 /// Runs until `shutdown` turns true or every transport is gone; returns the engine so
 /// its final state can be read.
@@ -38,7 +45,13 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
     let writer = transports.bindings_file.clone().map(|path| tokio::spawn(write_snapshots(path, snapshot_rx)));
     let media_socket = transports.media_socket.clone();
     let mut media_buf = vec![0u8; 65_536];
+    // Lookups run as their own tasks; answers come back here. The loop keeps a sender, so
+    // the channel never closes under it.
+    let (answers, mut answer_rx) = mpsc::unbounded_channel::<Answer>();
     loop {
+        while let Some(request) = engine.poll_resolve() {
+            spawn_lookup(request, transports.resolver.clone(), answers.clone());
+        }
         let deadline = engine.poll_timeout();
         let timer = async {
             match deadline {
@@ -69,6 +82,24 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
                     }
                 };
                 engine.handle_input(clock::now(), input);
+            }
+            Some((request, result)) = answer_rx.recv() => {
+                let result = result.map(|resolved| {
+                    // The certificate of a TLS trunk reached by a resolved address must name
+                    // the host we were given, not the address (RFC 5922 §4).
+                    for target in resolved.targets.iter().filter(|t| t.transport == SipTransport::Tls) {
+                        transports.outbound.set_name(target.addr, request.host.clone());
+                    }
+                    ResolvedTargets {
+                        addresses: resolved
+                            .targets
+                            .iter()
+                            .map(|t| (TransportKind::from(t.transport), t.addr, t.priority, t.weight))
+                            .collect(),
+                        ttl: resolved.ttl,
+                    }
+                });
+                engine.handle_input(clock::now(), Input::Resolved { request, result });
             }
             () = timer => engine.handle_timeout(clock::now()),
             received = recv_media(media_socket.as_deref(), &mut media_buf) => {
@@ -109,6 +140,27 @@ async fn recv_media(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize
         Some(socket) => socket.recv_from(buf).await.ok(),
         None => std::future::pending().await,
     }
+}
+
+/// Resolves one trunk host in its own task and sends the answer back to the loop.
+fn spawn_lookup(request: ResolveRequest, resolver: Option<Arc<Resolver>>, answers: mpsc::UnboundedSender<Answer>) {
+    tokio::spawn(async move {
+        let result = match resolver {
+            Some(resolver) => {
+                let transport = match request.transport {
+                    TransportKind::Tcp => Some(SipTransport::Tcp),
+                    TransportKind::Tls => Some(SipTransport::Tls),
+                    TransportKind::Udp => Some(SipTransport::Udp),
+                    // Trunks are not dialled over WebSocket: let NAPTR choose.
+                    TransportKind::Ws | TransportKind::Wss => None,
+                };
+                resolver.resolve(&request.host, request.port, transport).await.map_err(|e| e.to_string())
+            }
+            None => Err("no DNS resolver (the system DNS configuration could not be read)".to_owned()),
+        };
+        // The loop is gone only at shutdown, when nobody needs the answer.
+        let _ = answers.send((request, result));
+    });
 }
 
 async fn write_snapshots(path: PathBuf, mut snapshots: mpsc::Receiver<Vec<u8>>) {

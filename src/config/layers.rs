@@ -18,7 +18,7 @@ const TABLE_ARRAYS: [&str; 3] = ["trunk", "route", "did"];
 const EMPTY_LISTS: [&str; 1] = ["media.rtpengine"];
 
 /// Keys whose environment value is split at commas.
-const LIST_KEYS: [&str; 8] = [
+const LIST_KEYS: [&str; 9] = [
     "server.domains",
     "listen.udp",
     "listen.tcp",
@@ -27,6 +27,7 @@ const LIST_KEYS: [&str; 8] = [
     "listen.wss",
     "websocket.paths",
     "registrar.digest_algorithms",
+    "dns.servers",
 ];
 
 #[derive(Debug, Clone, Default)]

@@ -41,6 +41,9 @@ pub struct Config {
     /// `[media]`: the rtpengine instances that bridge browsers to plain-RTP trunks.
     #[serde(default)]
     pub media: Media,
+    /// `[dns]`: how trunk host names are resolved (RFC 3263).
+    #[serde(default)]
+    pub dns: crate::dns::DnsConfig,
     /// `[[trunk]]`: SIP trunks calls leave and arrive through.
     #[serde(default, rename = "trunk")]
     pub trunks: Vec<trunks::TrunkConfig>,

@@ -25,6 +25,7 @@ impl Config {
             ("websocket.ping_interval", websocket.ping_interval),
             ("limits.handshake_timeout", limits.handshake_timeout),
             ("limits.tcp_idle_timeout", limits.tcp_idle_timeout),
+            ("dns.timeout", self.dns.timeout),
         ];
         for (key, _) in durations.iter().filter(|(_, duration)| duration.is_zero()) {
             problems.push(ConfigError::ZeroDuration { place: at(key) });

@@ -10,10 +10,14 @@
 //! kept for Timer J (64·T1) so a retransmitted request gets the same answer again
 //! instead of being processed twice (RFC 3261 §17.2.2).
 
+mod calls;
 mod media;
 mod register;
+mod resolve;
 mod targets;
 mod trunks;
+
+pub use resolve::{ResolveRequest, ResolvedAddress, ResolvedTargets};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -142,6 +146,12 @@ pub enum Input {
     /// waiting on it fail now (RFC 3261 §8.1.3.1), and calls fail over.
     Unreachable {
         destination: Destination,
+    },
+    /// The driver's answer to a [`ResolveRequest`] from [`Engine::poll_resolve`]: the
+    /// addresses in RFC 3263 order with their TTL, or why there are none.
+    Resolved {
+        request: ResolveRequest,
+        result: Result<ResolvedTargets, String>,
     },
 }
 
@@ -309,6 +319,10 @@ pub(crate) struct Local {
     registrar: Registrar,
     auth: Authenticator,
     users: Users,
+    /// DNS answers for trunk targets named by host name.
+    resolutions: resolve::Resolutions,
+    /// Calls in progress per trunk (`max_calls`).
+    trunk_calls: calls::TrunkCalls,
     housekeeping_due: Instant,
     persist_due: Option<Instant>,
     snapshot: Option<Vec<u8>>,
@@ -352,6 +366,8 @@ impl Engine {
             registrar,
             auth,
             users,
+            resolutions: resolve::Resolutions::default(),
+            trunk_calls: calls::TrunkCalls::default(),
             housekeeping_due: wall.at + HOUSEKEEPING,
             persist_due: None,
             snapshot: None,
@@ -363,6 +379,7 @@ impl Engine {
             engine.local.media = Some(media::MediaBridge::new(config, seed));
         }
         engine.local.registrations = engine.local.trunk_registrations(wall.at);
+        engine.local.watch_trunk_names();
         engine
     }
 
@@ -391,13 +408,17 @@ impl Engine {
                 tracing::debug!(%destination, "unreachable; its transactions fail");
                 self.proxy.unreachable(now, destination, &mut self.local);
             }
+            Input::Resolved { request, result } => self.local.resolutions.resolved(now, &request, result),
         }
+        self.call_events();
     }
 
     /// Fires due timers: transactions, expired bindings, housekeeping, the bindings file,
     /// trunk health pings.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.local.resolutions.handle_timeout(now);
         self.proxy.handle_timeout(now, &mut self.local);
+        self.call_events();
         self.ping_trunks(now);
         self.register_at_trunks(now);
         self.media_timeout(now);
@@ -437,10 +458,22 @@ impl Engine {
             health,
             local.registrations.iter().filter_map(|r| r.poll_timeout()).min(),
             local.media.as_ref().and_then(|m| m.poll_timeout()),
+            local.resolutions.poll_timeout(),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// A trunk host name to resolve (RFC 3263); the answer comes back as
+    /// [`Input::Resolved`]. Asked at startup and again before each answer expires.
+    pub fn poll_resolve(&mut self) -> Option<ResolveRequest> {
+        self.local.resolutions.poll_request()
+    }
+
+    /// Calls in progress that count against `trunk`'s `max_calls`.
+    pub fn trunk_calls(&self, trunk: &str) -> usize {
+        self.local.trunk_calls.active(trunk)
     }
 
     /// Bindings to write to the state file, when they changed (at most once a second).
@@ -477,6 +510,13 @@ impl Engine {
 
     pub fn proxy_stats(&self) -> ProxyStats {
         self.proxy.stats()
+    }
+
+    /// What the proxy says about calls: where they went, when they ended.
+    fn call_events(&mut self) {
+        while let Some(event) = self.proxy.poll_call_event() {
+            self.local.trunk_calls.on_event(event);
+        }
     }
 
     fn on_received(&mut self, now: Instant, source: Source, bytes: Bytes) {

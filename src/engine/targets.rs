@@ -8,7 +8,7 @@ use crate::auth::Verdict;
 use crate::media::Leg;
 use crate::message::{HeaderName, Host, Message, NameAddr, Uri};
 use crate::proxy::{Decision, Target, UacCredentials};
-use crate::routing::{LargeMessage, MediaMode, RoutingTable, TrunkTransport, is_number, normalise};
+use crate::routing::{LargeMessage, MediaMode, RoutingTable, is_number, normalise};
 use crate::transport::{Destination, Source, TransportKind};
 
 impl Local {
@@ -74,7 +74,7 @@ impl Local {
         if !is_number(&normalise(&user)) {
             return Err(RequestError::NotFound);
         }
-        let targets = self.trunk_targets(&caller, &user)?;
+        let targets = self.trunk_targets(now, request, &caller, &user)?;
         // A browser calling a plain-RTP trunk: rtpengine in between. The first trunk of the
         // rule decides (failover to a trunk of another kind keeps the first one's SDP).
         if matches!(source.kind, TransportKind::Ws | TransportKind::Wss)
@@ -108,20 +108,27 @@ impl Local {
     }
 
     /// The trunks an outbound rule picks, each target a failover step, over the trunk's
-    /// transport. Targets named by host name come with DNS (RFC 3263) resolution.
-    fn trunk_targets(&mut self, caller: &str, dialled: &str) -> Result<Vec<Target>, RequestError> {
+    /// transport. A target named by host name expands into its resolved addresses (RFC
+    /// 3263 order, each over the transport DNS chose) and keeps the name in the
+    /// Request-URI; a name not resolved yet is skipped like a target that is down. Trunks
+    /// at their `max_calls` are skipped; an INVITE counts against the trunk it goes to.
+    fn trunk_targets(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        caller: &str,
+        dialled: &str,
+    ) -> Result<Vec<Target>, RequestError> {
         let route = self.config.routing.outbound(caller, dialled).map_err(RequestError::Route)?;
+        let calls = &self.trunk_calls;
+        let trunks = route.with_free_capacity(|name| calls.active(name)).map_err(|error| {
+            tracing::info!(rule = %route.rule, %error, "every trunk of the rule is at its max_calls");
+            RequestError::Route(error)
+        })?;
         let mut targets = Vec::new();
-        for trunk in &route.trunks {
-            let kind = match trunk.transport {
-                TrunkTransport::Udp => TransportKind::Udp,
-                TrunkTransport::Tcp => TransportKind::Tcp,
-                TrunkTransport::Tls => TransportKind::Tls,
-            };
-            let Some(local) = local_toward(&self.config.listen, kind) else {
-                tracing::debug!(trunk = %trunk.name, transport = %kind, "skipped: no listener to send from");
-                continue;
-            };
+        let mut destinations = Vec::new();
+        for trunk in trunks {
+            let kind = super::trunks::transport_kind(trunk.transport);
             // Caller ID toward this trunk (RFC 3325): the trunk's own, else the caller's
             // configured number, else none (the trunk sees From as sent).
             let domain = self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into());
@@ -138,45 +145,62 @@ impl Local {
                 self.health.available_targets(trunk, &mut random)
             };
             for target in ordered {
-                let Ok(ip) = target.host.parse::<std::net::IpAddr>() else {
-                    tracing::debug!(trunk = %trunk.name, host = %target.host, "skipped: names are not resolved yet");
+                let addresses = self.target_addresses(now, &target, kind);
+                if addresses.is_empty() {
+                    tracing::debug!(trunk = %trunk.name, host = %target.host, "skipped: the name has no address yet");
                     continue;
-                };
-                let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
-                let remote = std::net::SocketAddr::new(ip, target.port.unwrap_or(default_port));
-                let host = Host::Ip(ip);
-                let port = target.port.map(|p| format!(":{p}")).unwrap_or_default();
-                let param = match kind {
-                    TransportKind::Tcp => ";transport=tcp",
-                    TransportKind::Tls => ";transport=tls",
-                    _ => "",
-                };
-                let uri = format!("sip:{}@{host}{port}{param}", route.number);
-                let destination = match kind {
-                    TransportKind::Udp => Destination::Datagram { local, remote },
-                    kind => Destination::Connection { kind, remote },
-                };
-                // §18.1.1: a request too big for UDP goes over TCP to the same address,
-                // unless the trunk is configured to take it over UDP anyway.
-                let large_fallback = (kind == TransportKind::Udp && trunk.large_message == LargeMessage::Tcp)
-                    .then_some(Destination::Connection { kind: TransportKind::Tcp, remote });
-                let credentials = trunk.credentials.as_ref().map(|c| UacCredentials {
-                    username: c.username.clone(),
-                    password: c.password.clone(),
-                    realm: c.realm.clone(),
-                });
-                targets.push(Target {
-                    uri: Some(uri),
-                    failover_timeout: Some(trunk.failover_timeout),
-                    asserted_identity: asserted.clone(),
-                    large_fallback,
-                    credentials,
-                    ..Target::new(destination, kind, local)
-                });
+                }
+                for (kind, remote) in addresses {
+                    let Some(local) = local_toward(&self.config.listen, kind) else {
+                        tracing::debug!(trunk = %trunk.name, transport = %kind, "skipped: no listener to send from");
+                        continue;
+                    };
+                    let host = match super::trunks::target_ip(&target.host) {
+                        Some(ip) => Host::Ip(ip).to_string(),
+                        None => target.host.clone(),
+                    };
+                    let port = target.port.map(|p| format!(":{p}")).unwrap_or_default();
+                    let param = match kind {
+                        TransportKind::Tcp => ";transport=tcp",
+                        TransportKind::Tls => ";transport=tls",
+                        _ => "",
+                    };
+                    let uri = format!("sip:{}@{host}{port}{param}", route.number);
+                    let destination = match kind {
+                        TransportKind::Udp => Destination::Datagram { local, remote },
+                        kind => Destination::Connection { kind, remote },
+                    };
+                    // §18.1.1: a request too big for UDP goes over TCP to the same address,
+                    // unless the trunk is configured to take it over UDP anyway.
+                    let large_fallback = (kind == TransportKind::Udp && trunk.large_message == LargeMessage::Tcp)
+                        .then_some(Destination::Connection { kind: TransportKind::Tcp, remote });
+                    let credentials = trunk.credentials.as_ref().map(|c| UacCredentials {
+                        username: c.username.clone(),
+                        password: c.password.clone(),
+                        realm: c.realm.clone(),
+                    });
+                    destinations.push((destination, trunk.name.clone()));
+                    if let Some(fallback) = large_fallback {
+                        destinations.push((fallback, trunk.name.clone()));
+                    }
+                    targets.push(Target {
+                        uri: Some(uri),
+                        failover_timeout: Some(trunk.failover_timeout),
+                        asserted_identity: asserted.clone(),
+                        large_fallback,
+                        credentials,
+                        ..Target::new(destination, kind, local)
+                    });
+                }
             }
         }
         if targets.is_empty() {
             return Err(RequestError::NoTrunk);
+        }
+        if request.method() == Some(&crate::message::Method::Invite)
+            && let Some(call_id) = request.call_id()
+        {
+            self.trunk_calls.routed(&String::from_utf8_lossy(&call_id), destinations);
         }
         Ok(targets)
     }

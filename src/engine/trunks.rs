@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::resolve::ResolveRequest;
 use super::{Engine, Local, targets};
-use crate::routing::TrunkTransport;
 use crate::routing::registration::{RegistrationSpec, RegistrationState, TrunkRegistration, ViaSpec};
+use crate::routing::{TrunkTarget, TrunkTransport};
 use crate::transport::{Destination, TransportKind};
 
 /// How long we ask a trunk to keep our registration (what most PBXs ask).
@@ -23,15 +24,16 @@ impl Engine {
             return;
         }
         for target in self.local.health.due(now) {
-            let Ok(ip) = target.host.parse::<IpAddr>() else { continue };
             let kind = match self.local.config.routing.trunk(&target.trunk).map(|t| t.transport) {
                 Some(crate::routing::TrunkTransport::Tcp) => TransportKind::Tcp,
                 Some(crate::routing::TrunkTransport::Tls) => TransportKind::Tls,
                 _ => TransportKind::Udp,
             };
+            // A named target is pinged at its first resolved address; one not resolved
+            // yet is left for the next round.
+            let trunk_target = TrunkTarget::new(target.host.clone(), target.port);
+            let Some(&(kind, remote)) = self.local.target_addresses(now, &trunk_target, kind).first() else { continue };
             let Some(local) = targets::local_toward(&self.local.config.listen, kind) else { continue };
-            let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
-            let remote = SocketAddr::new(ip, target.port.unwrap_or(default_port));
             self.local.next_ping += 1;
             let id = self.local.next_ping;
             let call_id = self.local.entropy.token(16);
@@ -40,7 +42,12 @@ impl Engine {
                 TransportKind::Tls => ";transport=tls",
                 _ => "",
             };
-            let uri = format!("sip:{}{param}", crate::proxy::host_port_of(remote));
+            let uri = match target_ip(&target.host) {
+                Some(_) => format!("sip:{}{param}", crate::proxy::host_port_of(remote)),
+                None => {
+                    format!("sip:{}{}{param}", target.host, target.port.map(|p| format!(":{p}")).unwrap_or_default())
+                }
+            };
             let text = format!(
                 "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bKwtping{id}.{call_id};rport\r\n\
                  Max-Forwards: 70\r\nFrom: <sip:webtrunk@{}>;tag=ping{id}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\n\
@@ -63,7 +70,7 @@ impl Engine {
     /// REGISTERs due at trunks: first ones, refreshes, retries after a failure.
     pub(super) fn register_at_trunks(&mut self, now: Instant) {
         for index in 0..self.local.registrations.len() {
-            let Some((kind, remote)) = self.local.registrar_address(index) else { continue };
+            let Some((kind, remote)) = self.local.registrar_address(now, index) else { continue };
             let Some(local) = targets::local_toward(&self.local.config.listen, kind) else { continue };
             let branch = format!("z9hG4bKwtreg{}", self.local.entropy.token(16));
             let via =
@@ -146,21 +153,53 @@ impl Local {
         out
     }
 
-    /// Where the REGISTERs of registration `index` go: its trunk's first target.
-    fn registrar_address(&self, index: usize) -> Option<(TransportKind, SocketAddr)> {
+    /// Where the REGISTERs of registration `index` go: its trunk's first target (its
+    /// first resolved address when it is a name).
+    fn registrar_address(&self, now: Instant, index: usize) -> Option<(TransportKind, SocketAddr)> {
         let registration = self.registrations.get(index)?;
         let trunk = self.config.routing.trunks().iter().find(|t| {
             t.register && t.credentials.as_ref().is_some_and(|c| c.username == registration.spec().username)
         })?;
         let target = trunk.targets.first()?;
-        let ip: IpAddr = target.host.parse().ok()?;
-        let kind = transport_kind(trunk.transport);
-        let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
-        Some((kind, SocketAddr::new(ip, target.port.unwrap_or(default_port))))
+        self.target_addresses(now, target, transport_kind(trunk.transport)).first().copied()
+    }
+
+    /// Where a trunk target is reached now, in the order to try: an IP target at its
+    /// address (the transport's default port when none is set), a named one at its
+    /// resolved addresses, each with the transport DNS chose (RFC 3263). Empty for a name
+    /// without a live answer.
+    pub(super) fn target_addresses(
+        &self,
+        now: Instant,
+        target: &TrunkTarget,
+        kind: TransportKind,
+    ) -> Vec<(TransportKind, SocketAddr)> {
+        if let Some(ip) = target_ip(&target.host) {
+            let default_port = if kind == TransportKind::Tls { 5061 } else { 5060 };
+            return vec![(kind, SocketAddr::new(ip, target.port.unwrap_or(default_port)))];
+        }
+        let key = ResolveRequest { host: target.host.clone(), port: target.port, transport: kind };
+        self.resolutions.addresses(now, &key).to_vec()
+    }
+
+    /// Asks for every trunk target named by host name to be resolved.
+    pub(super) fn watch_trunk_names(&mut self) {
+        for trunk in self.config.routing.trunks() {
+            let kind = transport_kind(trunk.transport);
+            for target in trunk.targets.iter().filter(|t| target_ip(&t.host).is_none()) {
+                let key = ResolveRequest { host: target.host.clone(), port: target.port, transport: kind };
+                self.resolutions.watch(key);
+            }
+        }
     }
 }
 
-fn transport_kind(transport: TrunkTransport) -> TransportKind {
+/// The address of a target written as an IP (IPv6 with or without brackets).
+pub(super) fn target_ip(host: &str) -> Option<IpAddr> {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).parse().ok()
+}
+
+pub(super) fn transport_kind(transport: TrunkTransport) -> TransportKind {
     match transport {
         TrunkTransport::Udp => TransportKind::Udp,
         TrunkTransport::Tcp => TransportKind::Tcp,

@@ -8,6 +8,7 @@
 //!
 //! It makes no policy (who may call whom) and does no I/O.
 
+mod calls;
 mod context;
 mod token;
 
@@ -31,6 +32,8 @@ use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
 
 use context::{Branch, BranchAuth, BranchState, Context};
 use token::{OwnRoute, TokenKey, host_port};
+
+pub use calls::CallEvent;
 
 /// `host:port` of an address as a SIP URI or Via writes it (IPv6 in brackets).
 pub fn host_port_of(addr: SocketAddr) -> String {
@@ -248,6 +251,8 @@ pub struct Proxy {
     /// Requests and responses waiting for the policy's new body (see [`BodyAction`]).
     deferred: HashMap<u64, Deferred>,
     stats: ProxyStats,
+    /// Call starts and ends for the policy's per-trunk call counts.
+    call_events: VecDeque<CallEvent>,
 }
 
 #[derive(Debug)]
@@ -272,6 +277,7 @@ impl Proxy {
             transmits: VecDeque::new(),
             deferred: HashMap::new(),
             stats: ProxyStats::default(),
+            call_events: VecDeque::new(),
         }
     }
 
@@ -358,6 +364,7 @@ impl Proxy {
         }
         self.abandon_silent_branches(now, silent, policy);
         for dialog in self.dialogs.expired(now) {
+            self.call_dialog_ended(&dialog.id.call_id);
             tracing::info!(call_id = %dialog.id.call_id, "maximum call duration reached; ending the call");
             self.send_bye(now, &dialog, Side::Caller, "max duration", policy);
             self.send_bye(now, &dialog, Side::Callee, "max duration", policy);
@@ -369,6 +376,7 @@ impl Proxy {
     pub fn flow_closed(&mut self, now: Instant, flow: FlowId, policy: &mut dyn RoutingPolicy) {
         self.table.handle_flow_closed(now, flow);
         for (dialog, lost) in self.dialogs.flow_closed(flow) {
+            self.call_dialog_ended(&dialog.id.call_id);
             if !self.config.bye_on_flow_loss {
                 continue;
             }
@@ -560,6 +568,9 @@ impl Proxy {
         };
         let call_id = String::from_utf8_lossy(&call_id).into_owned();
         self.dialogs.request(&call_id, &from, &to, cseq, method == Method::Bye);
+        if method == Method::Bye {
+            self.call_dialog_ended(&call_id);
+        }
     }
 
     /// Routes a request by the Route set we recorded: our entries are popped, and the
@@ -798,6 +809,7 @@ impl Proxy {
             let request = self.contexts.get(&key).map(|c| c.request.clone());
             if let Some(request) = request {
                 self.reply_bytes(now, &key, &request, LocalReply::with_reason(503, "No Branch Could Be Sent"));
+                self.call_context_ended(&key);
             }
             return;
         }
@@ -887,6 +899,7 @@ impl Proxy {
         }
         self.stats.branches += 1;
         self.branches.insert(client.clone(), key.clone());
+        self.call_forwarded(key, &target.destination);
         let mut branch = Branch::new(client.clone(), target.destination, is_invite.then(|| now + self.config.timer_c));
         branch.failover_at = target.failover_timeout.map(|t| now + t);
         branch.auth = target.credentials.map(|credentials| BranchAuth {
@@ -1057,6 +1070,7 @@ impl Proxy {
                     if key.is_client() {
                         self.branches.remove(&key);
                     } else {
+                        self.call_context_ended(&key);
                         self.contexts.remove(&key);
                     }
                 }
@@ -1332,6 +1346,7 @@ impl Proxy {
             let request = ctx.request.clone();
             policy.call_ended(now, &request);
         }
+        self.call_context_ended(server);
     }
 }
 
