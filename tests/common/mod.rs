@@ -2,8 +2,9 @@
 //! transport, and minimal clients for each transport.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-pub mod registrar_peer;
+pub mod browser;
 pub mod dnsmasq;
+pub mod registrar_peer;
 pub mod rtpengine;
 pub mod ua;
 
