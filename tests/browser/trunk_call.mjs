@@ -17,7 +17,8 @@
 //        INVITE's SDP is plain RTP/AVP. The call is confirmed, getStats() inbound-rtp audio
 //        packetsReceived > 0 (bob hears his own audio echoed through rtpengine), rtpengine
 //        lists a call, JsSIP hold() and unhold() both succeed (re-INVITEs answered recvonly
-//        and sendrecv by the trunk) and audio still arrives after unhold; bob hangs up, the
+//        and sendrecv by the trunk, and bob's answers still say so) and audio still
+//        arrives after unhold; bob hangs up, the
 //        trunk SIPp exits 0, and rtpengine lists no call within 2 s (webtrunk deleted it).
 //   in:  a carrier SIPp UAC (tests/sipp/carrier_calls_did_media.xml, -rtp_echo) calls the
 //        DID +15550100 from a trunk source with a PCMU RTP/AVP offer; alice's INVITE carries
@@ -165,7 +166,12 @@ async function holdStep(page, action) {
   ).catch(async () => phoneState(page));
   const event = s.holdEvents.some((e) => e.event === action && e.originator === 'local');
   const done = s.holdsDone.includes(action);
-  return { ok: started && event && done && !s.failed && !s.ended, started, event, done, ended: s.ended };
+  // The trunk answers a hold (sendonly) recvonly and an unhold sendrecv: the answer that
+  // reached the browser must still say so (RFC 3264 §8.4).
+  const answerDirection = s.remoteDirections[s.remoteDirections.length - 1] || null;
+  const expected = action === 'hold' ? ['recvonly', 'inactive'] : ['sendrecv'];
+  const ok = started && event && done && expected.includes(answerDirection) && !s.failed && !s.ended;
+  return { ok, started, event, done, answerDirection, ended: s.ended };
 }
 
 async function scenarioIn(alice) {
@@ -190,7 +196,13 @@ async function scenarioIn(alice) {
     progress(`in: confirmed after ${Date.now() - t0} ms (offer ${obs.offerProfile}); waiting for echoed RTP`);
     obs.rtpengineCallsDuring = await rtpengineCalls();
     // The carrier hangs up 4 s after its ACK: packets must show up before that.
-    obs.alicePacketsReceived = (await packetsUntil(alice, (n) => n > 0, 4_000)).packetsReceived;
+    obs.alicePacketsReceived = (await packetsUntil(alice, (n) => n > 0, 3_000)).packetsReceived;
+    if (obs.alicePacketsReceived > 0) {
+      // Let a little more audio flow (the BYE comes 4 s after the ACK) so the count shows a
+      // stream, not a stray packet.
+      await sleep(1000);
+      obs.alicePacketsReceived = (await packetsUntil(alice, () => true, 0)).packetsReceived;
+    }
     progress(`in: alice<-${obs.alicePacketsReceived} packets; waiting for the carrier's BYE`);
     const ae = await until(alice, 'ended', (s) => s.ended || s.failed, 15_000);
     obs.aliceEnded = ae.ended;
