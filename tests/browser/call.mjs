@@ -16,159 +16,41 @@
 // Exit codes: 0 = every check held; 1 = a check failed; 2 = hard timeout (60 s).
 // Progress and the pages' console go to stderr.
 
-import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const nodeDir = join(here, '..', 'node');
-const require = createRequire(join(nodeDir, 'package.json'));
+import { inbound, phoneState, runReport, sleep, STEP_TIMEOUT_MS, until } from './harness.mjs';
 
 const HARD_TIMEOUT_MS = 60_000;
-const STEP_TIMEOUT_MS = 20_000;
-const started = Date.now();
-const elapsed = () => Date.now() - started;
-
-const result = { ok: false, scenarios: {}, error: null, ms: 0 };
-const contexts = []; // the browsers, closed at the end or on the hard timeout
-const emit = (code) => {
-  result.ms = elapsed();
-  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(code));
-};
-const progress = (text) => process.stderr.write(`[call.mjs ${(elapsed() / 1000).toFixed(2)}s] ${text}\n`);
 
 const [wsUrl, workdir] = process.argv.slice(2);
-if (!wsUrl || !workdir) {
-  process.stderr.write('usage: node tests/browser/call.mjs <ws-url> <workdir>\n');
-  result.error = 'usage';
-  emit(1);
-} else {
-  let timedOut = false;
-  const hard = setTimeout(() => {
-    timedOut = true;
-    result.error = result.error || `hard timeout after ${HARD_TIMEOUT_MS / 1000} s`;
-    progress(result.error);
-    // Close the browsers (bounded) so that no Chromium outlives the run.
-    const closing = Promise.all(contexts.map((c) => c.close().catch(() => {})));
-    Promise.race([closing, new Promise((r) => setTimeout(r, 3000))]).then(() => emit(2));
-  }, HARD_TIMEOUT_MS);
-  main()
-    .then(() => {
-      if (timedOut) return;
-      clearTimeout(hard);
-      emit(result.ok ? 0 : 1);
-    })
-    .catch((error) => {
-      if (timedOut) return;
-      clearTimeout(hard);
-      result.error = result.error || String(error && error.stack ? error.stack : error);
-      progress(`failed: ${result.error}`);
-      emit(1);
-    });
-}
+let result;
+let progress;
+runReport(
+  { name: 'call.mjs', wsUrl, workdir, hardTimeoutMs: HARD_TIMEOUT_MS, usage: 'node tests/browser/call.mjs <ws-url> <workdir>' },
+  async (harness) => {
+    ({ result, progress } = harness);
+    await harness.serve();
+    try {
+      const [calleeBrowser, callerBrowser] = await Promise.all([harness.launch('a'), harness.launch('b')]);
+      result.browser = calleeBrowser.browser() ? calleeBrowser.browser().version() : null;
+      const alice = await harness.openPhone(calleeBrowser, 'alice', 'callee');
+      const carol = await harness.openPhone(calleeBrowser, 'carol', 'reject');
+      const bob = await harness.openPhone(callerBrowser, 'bob', 'caller', 'sip:alice@localhost');
+      await Promise.all([
+        until(alice, 'registered', (s) => s.registered),
+        until(carol, 'registered', (s) => s.registered),
+        until(bob, 'registered', (s) => s.registered),
+      ]);
+      result.registeredMs = harness.elapsed();
+      progress('alice, carol and bob registered');
 
-/** Serves page.html and the JsSIP bundle from `www` on 127.0.0.1 (a free port). */
-async function serve(www) {
-  const files = {
-    '/page.html': ['text/html; charset=utf-8', readFileSync(join(www, 'page.html'))],
-    '/jssip.bundle.js': ['text/javascript; charset=utf-8', readFileSync(join(www, 'jssip.bundle.js'))],
-  };
-  const server = createServer((req, res) => {
-    const file = files[new URL(req.url, 'http://127.0.0.1').pathname];
-    if (!file) {
-      res.writeHead(404).end();
-      return;
+      const callOk = await scenarioCall(alice, bob);
+      const busyOk = await scenarioBusy(carol, bob);
+      result.ok = callOk && busyOk;
+      if (!result.ok) result.error = `scenario failed: call ok=${callOk}, busy ok=${busyOk}`;
+    } finally {
+      await harness.closeAll();
     }
-    res.writeHead(200, { 'content-type': file[0], 'cache-control': 'no-store' }).end(file[1]);
-  });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  return server;
-}
-
-async function bundle(www) {
-  const esbuild = require('esbuild');
-  mkdirSync(www, { recursive: true });
-  await esbuild.build({
-    entryPoints: [require.resolve('jssip/lib/JsSIP.js')],
-    bundle: true,
-    format: 'iife',
-    globalName: 'JsSIP',
-    platform: 'browser',
-    target: 'chrome120',
-    outfile: join(www, 'jssip.bundle.js'),
-    logLevel: 'warning',
-  });
-  writeFileSync(join(www, 'page.html'), readFileSync(join(here, 'page.html')));
-}
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--autoplay-policy=no-user-gesture-required',
-  // Without this Chromium leaves loopback out of ICE: in a namespace where only lo exists
-  // it gathers no candidate at all and stays in "gathering" (JsSIP then never sends the
-  // INVITE).
-  '--allow-loopback-in-peer-connection',
-];
-
-async function launch(chromium, name) {
-  const profile = join(workdir, `profile-${name}`);
-  rmSync(profile, { recursive: true, force: true });
-  mkdirSync(profile, { recursive: true });
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    chromiumSandbox: false,
-    args: CHROMIUM_ARGS,
-    timeout: STEP_TIMEOUT_MS,
-  });
-  await context.grantPermissions(['microphone'], { origin: origin() });
-  return context;
-}
-
-let httpOrigin = null;
-const origin = () => httpOrigin;
-
-async function openPhone(context, name, role, target) {
-  const page = await context.newPage();
-  page.on('console', (msg) => process.stderr.write(`[${name} console.${msg.type()}] ${msg.text()}\n`));
-  page.on('pageerror', (error) => process.stderr.write(`[${name} pageerror] ${error}\n`));
-  const query = new URLSearchParams({ ws: wsUrl, user: name, password: `${name}-secret`, role });
-  if (target) query.set('target', target);
-  await page.goto(`${origin()}/page.html?${query}`, { timeout: STEP_TIMEOUT_MS });
-  return page;
-}
-
-const phoneState = (page) => page.evaluate(() => JSON.parse(JSON.stringify(window.phone.state)));
-
-/** Waits until `predicate(state)` holds for the page's phone state. */
-async function until(page, what, predicate, timeout = STEP_TIMEOUT_MS) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const state = await phoneState(page);
-    if (predicate(state)) return state;
-    if (state.registrationFailed) throw new Error(`${state.user}: registration failed (${state.registrationFailed})`);
-    if (Date.now() > deadline) {
-      throw new Error(`${state.user}: timed out waiting for ${what}; state ${JSON.stringify(state)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const inbound = (page) => page.evaluate(() => window.phone.inboundAudio());
+  },
+);
 
 async function scenarioCall(alice, bob) {
   const obs = { ok: false };
@@ -204,11 +86,11 @@ async function scenarioCall(alice, bob) {
       obs.bobState = await phoneState(bob);
       throw new Error('call: no inbound RTP on both sides');
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
   obs.mediaMs = Date.now() - t0;
   // Let a little more audio flow so the counts show a stream, not a stray packet.
-  await new Promise((r) => setTimeout(r, 1000));
+  await sleep(1000);
   [ain, bin] = await Promise.all([inbound(alice), inbound(bob)]);
   obs.alicePacketsReceived = ain.packetsReceived;
   obs.bobPacketsReceived = bin.packetsReceived;
@@ -278,37 +160,4 @@ async function scenarioBusy(carol, bob) {
   }
   progress(`busy: bob failed ${JSON.stringify(b.failed)} ok=${obs.ok}`);
   return obs.ok;
-}
-
-async function main() {
-  const www = join(workdir, 'www');
-  await bundle(www);
-  const http = await serve(www);
-  httpOrigin = `http://127.0.0.1:${http.address().port}`;
-  progress(`serving ${www} at ${httpOrigin}; webtrunk at ${wsUrl}`);
-
-  const { chromium } = require('playwright-core');
-  try {
-    const [calleeBrowser, callerBrowser] = await Promise.all([launch(chromium, 'a'), launch(chromium, 'b')]);
-    contexts.push(calleeBrowser, callerBrowser);
-    result.browser = calleeBrowser.browser() ? calleeBrowser.browser().version() : null;
-    const alice = await openPhone(calleeBrowser, 'alice', 'callee');
-    const carol = await openPhone(calleeBrowser, 'carol', 'reject');
-    const bob = await openPhone(callerBrowser, 'bob', 'caller', 'sip:alice@localhost');
-    await Promise.all([
-      until(alice, 'registered', (s) => s.registered),
-      until(carol, 'registered', (s) => s.registered),
-      until(bob, 'registered', (s) => s.registered),
-    ]);
-    result.registeredMs = elapsed();
-    progress('alice, carol and bob registered');
-
-    const callOk = await scenarioCall(alice, bob);
-    const busyOk = await scenarioBusy(carol, bob);
-    result.ok = callOk && busyOk;
-    if (!result.ok) result.error = `scenario failed: call ok=${callOk}, busy ok=${busyOk}`;
-  } finally {
-    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
-    http.close();
-  }
 }

@@ -2,6 +2,7 @@
 //! transport, and minimal clients for each transport.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod dnsmasq;
 pub mod registrar_peer;
 pub mod rtpengine;
