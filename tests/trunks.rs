@@ -270,6 +270,38 @@ async fn webtrunk_registers_at_the_carrier_and_the_carrier_calls_a_did_into_a_js
 }
 
 #[tokio::test]
+async fn a_trunk_behind_an_outbound_proxy_is_reached_through_it() {
+    let [proxy_port] = free_udp_ports();
+    let mut config = config_with_users("trunk-proxy", ALICE_AND_BOB);
+    // The trunk itself is unreachable (TEST-NET-1): only the proxy can answer.
+    let mut carrier = trunk("carrier", 5060);
+    carrier.targets[0].host = "192.0.2.1".into();
+    carrier.outbound_proxy = Some(format!("sip:127.0.0.1:{proxy_port}"));
+    config.trunks = vec![carrier];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![RouteConfig {
+        name: "uk".into(),
+        pattern: "0".into(),
+        strip: 1,
+        prepend: "+44".into(),
+        e164: None,
+        trunks: vec!["carrier".into()],
+    }];
+    let server = start(&config).await;
+    let sipp = sipp_uas("trunk_via_proxy.xml", proxy_port, server.addr(TransportKind::Udp).unwrap());
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sent = parse(&alice.invite("02079460958").await);
+    let ringing = alice.recv().await;
+    assert_eq!(status(&ringing), 180, "{}", String::from_utf8_lossy(ringing.as_bytes()));
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200);
+    assert_eq!(status(&alice.ack_and_hang_up(&sent, &ok).await), 200);
+    sipp_finished(sipp).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
 async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     let mut config = config_with_users("trunk-in", ALICE_AND_BOB);
     let [carrier_port] = free_udp_ports();

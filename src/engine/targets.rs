@@ -179,6 +179,20 @@ impl Local {
                         password: c.password.clone(),
                         realm: c.realm.clone(),
                     });
+                    // RFC 3261 §8.1.2: an outbound proxy gets the request first, with its
+                    // URI as a loose route; the Request-URI still names the trunk.
+                    let (destination, kind, local, routes, large_fallback) = match &trunk.outbound_proxy {
+                        Some(proxy) => match outbound_proxy(proxy, &self.config.listen) {
+                            Some((destination, kind, local)) => {
+                                (destination, kind, local, vec![loose_route(proxy)], None)
+                            }
+                            None => {
+                                tracing::warn!(trunk = %trunk.name, %proxy, "outbound_proxy is not sip:address[:port]; skipped");
+                                continue;
+                            }
+                        },
+                        None => (destination, kind, local, Vec::new(), large_fallback),
+                    };
                     destinations.push((destination, trunk.name.clone()));
                     if let Some(fallback) = large_fallback {
                         destinations.push((fallback, trunk.name.clone()));
@@ -189,6 +203,7 @@ impl Local {
                         asserted_identity: asserted.clone(),
                         large_fallback,
                         credentials,
+                        routes,
                         ..Target::new(destination, kind, local)
                     });
                 }
@@ -289,6 +304,36 @@ impl Local {
         }
         Ok(username)
     }
+}
+
+/// Where an outbound proxy written as `sip:address[:port][;transport=tcp|tls]` is reached.
+fn outbound_proxy(
+    proxy: &str,
+    listen: &[(TransportKind, std::net::SocketAddr)],
+) -> Option<(Destination, TransportKind, std::net::SocketAddr)> {
+    let uri = NameAddr::parse(proxy.as_bytes()).ok()?.parse_uri().ok()?;
+    let uri = uri.as_sip()?;
+    let Host::Ip(ip) = uri.host else { return None };
+    let kind = match uri.param("transport").flatten() {
+        _ if uri.secure => TransportKind::Tls,
+        Some(t) if t.eq_ignore_ascii_case("tcp") => TransportKind::Tcp,
+        Some(t) if t.eq_ignore_ascii_case("tls") => TransportKind::Tls,
+        _ => TransportKind::Udp,
+    };
+    let remote =
+        std::net::SocketAddr::new(ip, uri.port.unwrap_or(if kind == TransportKind::Tls { 5061 } else { 5060 }));
+    let local = local_toward(listen, kind)?;
+    let destination = match kind {
+        TransportKind::Udp => Destination::Datagram { local, remote },
+        kind => Destination::Connection { kind, remote },
+    };
+    Some((destination, kind, local))
+}
+
+/// The Route value for an outbound proxy, `;lr` added when missing (RFC 3261 §16.12).
+fn loose_route(proxy: &str) -> String {
+    let uri = proxy.trim().trim_start_matches('<').trim_end_matches('>');
+    if uri.split(';').any(|p| p.eq_ignore_ascii_case("lr")) { format!("<{uri}>") } else { format!("<{uri};lr>") }
 }
 
 /// The user part of the To URI.
