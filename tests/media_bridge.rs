@@ -11,9 +11,10 @@ mod common;
 use std::time::Duration;
 
 use common::rtpengine::{Daemon, NgLoop};
+use common::trunk::{route_as_dialled, trunk_config};
 use common::ua::{Ua, parse, status};
 use common::*;
-use webtrunk::config::trunks::{DidConfig, RouteConfig, TargetConfig, TrunkConfig};
+use webtrunk::config::trunks::{DidConfig, TrunkConfig};
 use webtrunk::media::{CallKey, Command, MediaConfig};
 use webtrunk::transport::TransportKind;
 
@@ -28,23 +29,9 @@ fn chromium_offer() -> String {
 
 fn carrier(port: u16) -> TrunkConfig {
     TrunkConfig {
-        name: "carrier".into(),
-        targets: vec![TargetConfig { host: "127.0.0.1".into(), port: Some(port), priority: 0, weight: 1 }],
-        transport: "udp".into(),
-        outbound_proxy: None,
-        username: None,
-        password: None,
-        realm: None,
-        register: false,
-        max_calls: None,
-        failover_timeout: Duration::from_secs(2),
-        from_user: None,
-        asserted_identity: None,
-        inbound_sources: vec!["127.0.0.1".into()],
-        // Over UDP only: the lean offer must fit a datagram.
-        large_message: "send".into(),
         media: Some("bridge".into()),
         codecs: vec!["PCMU".into(), "PCMA".into()],
+        ..trunk_config("carrier", "127.0.0.1", Some(port))
     }
 }
 
@@ -56,14 +43,7 @@ async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_wit
     config.media.rtpengine = vec![rtpengine.ng];
     config.trunks = vec![carrier(port)];
     config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![RouteConfig {
-        name: "all".into(),
-        pattern: "0".into(),
-        strip: 0,
-        prepend: String::new(),
-        e164: None,
-        trunks: vec!["carrier".into()],
-    }];
+    config.routes = vec![route_as_dialled(&["carrier"])];
     let server = start(&config).await;
     let sipp = sipp_uas("trunk_bridged_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -10,9 +10,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::trunk::{route_as_dialled, trunk_config, uk_route};
 use common::ua::{Ua, parse, status};
 use common::*;
-use webtrunk::config::trunks::{DidConfig, RouteConfig, TargetConfig, TrunkConfig};
+use webtrunk::config::trunks::{DidConfig, TargetConfig, TrunkConfig};
 use webtrunk::message::Method;
 use webtrunk::transport::TransportKind;
 
@@ -23,24 +24,7 @@ fn free_udp_ports<const N: usize>() -> [u16; N] {
 }
 
 fn trunk(name: &str, port: u16) -> TrunkConfig {
-    TrunkConfig {
-        name: name.into(),
-        targets: vec![TargetConfig { host: "127.0.0.1".into(), port: Some(port), priority: 0, weight: 1 }],
-        transport: "udp".into(),
-        outbound_proxy: None,
-        username: None,
-        password: None,
-        realm: None,
-        register: false,
-        max_calls: None,
-        failover_timeout: Duration::from_secs(2),
-        from_user: None,
-        asserted_identity: None,
-        inbound_sources: vec!["127.0.0.1".into()],
-        large_message: "send".into(),
-        media: None,
-        codecs: Vec::new(),
-    }
+    trunk_config(name, "127.0.0.1", Some(port))
 }
 
 #[tokio::test]
@@ -52,14 +36,7 @@ async fn outbound_call_is_rewritten_to_e164_and_fails_over_from_503_to_the_next_
     config.trunks = vec![trunk("primary", primary_port), backup];
     // SIPp's scenarios expect an INVITE, not a health ping (the health test covers pings).
     config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![RouteConfig {
-        name: "uk-national".into(),
-        pattern: "0".into(),
-        strip: 1,
-        prepend: "+44".into(),
-        e164: None,
-        trunks: vec!["primary".into(), "backup".into()],
-    }];
+    config.routes = vec![uk_route(&["primary", "backup"])];
     let server = start(&config).await;
     let udp = server.addr(TransportKind::Udp).unwrap();
     let primary = sipp_uas("trunk_busy.xml", primary_port, udp);
@@ -96,14 +73,7 @@ async fn call_through_trunk(name: &str, transport: &str, large_message: &str, mo
     carrier.asserted_identity = Some("<sip:+442079460000@carrier.example>".into());
     config.trunks = vec![carrier];
     config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![RouteConfig {
-        name: "uk".into(),
-        pattern: "0".into(),
-        strip: 1,
-        prepend: "+44".into(),
-        e164: None,
-        trunks: vec!["carrier".into()],
-    }];
+    config.routes = vec![uk_route(&["carrier"])];
     let server = start(&config).await;
     let sipp = sipp_uas_over(mode, "trunk_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
     // Let SIPp bind before the INVITE is sent to it.
@@ -165,14 +135,7 @@ async fn a_tcp_trunk_that_refuses_the_connection_fails_over_at_once() {
     backup.asserted_identity = Some("<sip:+442079460000@carrier.example>".into());
     config.trunks = vec![dead, backup];
     config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![RouteConfig {
-        name: "uk".into(),
-        pattern: "0".into(),
-        strip: 1,
-        prepend: "+44".into(),
-        e164: None,
-        trunks: vec!["dead".into(), "backup".into()],
-    }];
+    config.routes = vec![uk_route(&["dead", "backup"])];
     let server = start(&config).await;
     let sipp = sipp_uas("trunk_answer.xml", backup_port, server.addr(TransportKind::Udp).unwrap());
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
@@ -202,14 +165,7 @@ async fn a_trunk_that_challenges_the_invite_gets_our_credentials_and_the_dialog_
     carrier.realm = Some("carrier.example".into());
     config.trunks = vec![carrier];
     config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![RouteConfig {
-        name: "all".into(),
-        pattern: "0".into(),
-        strip: 0,
-        prepend: String::new(),
-        e164: None,
-        trunks: vec!["carrier".into()],
-    }];
+    config.routes = vec![route_as_dialled(&["carrier"])];
     let server = start(&config).await;
     let sipp = sipp_uas("trunk_challenge.xml", port, server.addr(TransportKind::Udp).unwrap());
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
@@ -279,14 +235,7 @@ async fn a_trunk_behind_an_outbound_proxy_is_reached_through_it() {
     carrier.outbound_proxy = Some(format!("sip:127.0.0.1:{proxy_port}"));
     config.trunks = vec![carrier];
     config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![RouteConfig {
-        name: "uk".into(),
-        pattern: "0".into(),
-        strip: 1,
-        prepend: "+44".into(),
-        e164: None,
-        trunks: vec!["carrier".into()],
-    }];
+    config.routes = vec![uk_route(&["carrier"])];
     let server = start(&config).await;
     let sipp = sipp_uas("trunk_via_proxy.xml", proxy_port, server.addr(TransportKind::Udp).unwrap());
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
@@ -399,14 +348,7 @@ async fn a_target_that_stops_answering_options_is_skipped_until_it_answers_again
         weight: 1,
     });
     config.trunks = vec![carrier];
-    config.routes = vec![RouteConfig {
-        name: "all".into(),
-        pattern: "0".into(),
-        strip: 0,
-        prepend: String::new(),
-        e164: None,
-        trunks: vec!["carrier".into()],
-    }];
+    config.routes = vec![route_as_dialled(&["carrier"])];
     // Fast timers so that an unanswered ping (Timer F = 64·T1) fails in 640 ms.
     config.proxy.t1 = Duration::from_millis(10);
     config.proxy.t2 = Duration::from_millis(40);

@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::dnsmasq::Dnsmasq;
+use common::trunk::{trunk_config, uk_route};
 use common::ua::{Dialog, Ua, all, header, parse, status};
 use common::*;
 use webtrunk::config::Config;
-use webtrunk::config::trunks::{RouteConfig, TargetConfig, TrunkConfig};
+use webtrunk::config::trunks::TrunkConfig;
 use webtrunk::message::{HeaderName, Message};
 use webtrunk::transport::TransportKind;
 
@@ -31,36 +32,18 @@ fn free_udp_ports<const N: usize>() -> [u16; N] {
 /// SIPp's trunk scenarios check.
 fn trunk(name: &str, host: &str, port: Option<u16>) -> TrunkConfig {
     TrunkConfig {
-        name: name.into(),
-        targets: vec![TargetConfig { host: host.into(), port, priority: 0, weight: 1 }],
-        transport: "udp".into(),
-        outbound_proxy: None,
-        username: None,
-        password: None,
-        realm: None,
-        register: false,
-        max_calls: None,
         failover_timeout: Duration::from_secs(1),
-        from_user: None,
         asserted_identity: Some("<sip:+442079460000@carrier.example>".into()),
         inbound_sources: Vec::new(),
-        large_message: "send".into(),
-        media: None,
-        codecs: Vec::new(),
+        ..trunk_config(name, host, port)
     }
 }
 
 /// UK national numbers to `trunks`, rewritten to E.164.
 fn config_routing_to(name: &str, trunks: Vec<TrunkConfig>) -> Config {
     let mut config = config_with_users(name, ALICE_AND_BOB);
-    config.routes = vec![RouteConfig {
-        name: "uk".into(),
-        pattern: "0".into(),
-        strip: 1,
-        prepend: "+44".into(),
-        e164: None,
-        trunks: trunks.iter().map(|t| t.name.clone()).collect(),
-    }];
+    let names: Vec<&str> = trunks.iter().map(|t| t.name.as_str()).collect();
+    config.routes = vec![uk_route(&names)];
     config.trunks = trunks;
     // SIPp's scenarios expect an INVITE, not a health ping.
     config.proxy.trunk_health_interval = Duration::ZERO;

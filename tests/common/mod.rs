@@ -6,6 +6,7 @@ pub mod browser;
 pub mod dnsmasq;
 pub mod registrar_peer;
 pub mod rtpengine;
+pub mod trunk;
 pub mod ua;
 
 use std::net::SocketAddr;
