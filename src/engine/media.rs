@@ -2,7 +2,7 @@
 //! are bridged and which way each SDP flows, as the proxy's body hooks see them. The
 //! offer on the INVITE (and every re-INVITE) and the answer on the 18x/2xx wait for
 //! rtpengine's rewritten SDP ([`BodyAction::Defer`]); the session is deleted on every way
-//! the call ends ([`crate::proxy::RoutingPolicy::call_ended`]).
+//! the call ends ([`crate::proxy::CallEvent::Ended`]).
 //!
 //! Browser-to-browser calls are not bridged: they stay peer to peer.
 
@@ -120,10 +120,9 @@ impl MediaBridge {
     }
 
     /// The call is over: its session goes.
-    pub(crate) fn call_ended(&mut self, now: Instant, request: &Message) {
-        let Some(call_id) = request.call_id().map(|c| String::from_utf8_lossy(&c).into_owned()) else { return };
-        let Some(call) = self.calls.remove(&call_id) else { return };
-        let key = CallKey { call_id, from_tag: call.caller_tag, to_tag: None };
+    pub(crate) fn call_ended(&mut self, now: Instant, call_id: &str) {
+        let Some(call) = self.calls.remove(call_id) else { return };
+        let key = CallKey { call_id: call_id.to_owned(), from_tag: call.caller_tag, to_tag: None };
         let id = self.rtpengine.request(now, &key, Command::Delete);
         self.deleting.insert(id);
     }

@@ -410,7 +410,7 @@ impl Engine {
             }
             Input::Resolved { request, result } => self.local.resolutions.resolved(now, &request, result),
         }
-        self.call_events();
+        self.call_events(now);
     }
 
     /// Fires due timers: transactions, expired bindings, housekeeping, the bindings file,
@@ -418,7 +418,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.local.resolutions.handle_timeout(now);
         self.proxy.handle_timeout(now, &mut self.local);
-        self.call_events();
+        self.call_events(now);
         self.ping_trunks(now);
         self.register_at_trunks(now);
         self.media_timeout(now);
@@ -513,10 +513,17 @@ impl Engine {
     }
 
     /// What the proxy says about calls: where they went, when they ended.
-    fn call_events(&mut self) {
+    /// Calls routed and ended: trunk capacity is counted, and a bridged call's rtpengine
+    /// session goes with it.
+    fn call_events(&mut self, now: Instant) {
         while let Some(event) = self.proxy.poll_call_event() {
+            if let (crate::proxy::CallEvent::Ended { call_id }, Some(media)) = (&event, &mut self.local.media) {
+                media.call_ended(now, call_id);
+            }
             self.local.trunk_calls.on_event(event);
         }
+        // A delete is a datagram to send now.
+        self.media_outcomes(now);
     }
 
     fn on_received(&mut self, now: Instant, source: Source, bytes: Bytes) {
@@ -670,12 +677,6 @@ impl RoutingPolicy for Local {
         match &mut self.media {
             Some(media) => media.response_body(now, request, response),
             None => crate::proxy::BodyAction::Keep,
-        }
-    }
-
-    fn call_ended(&mut self, now: Instant, request: &Message) {
-        if let Some(media) = &mut self.media {
-            media.call_ended(now, request);
         }
     }
 }

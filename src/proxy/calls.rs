@@ -44,7 +44,7 @@ impl Proxy {
         self.call_events.push_back(CallEvent::Ended { call_id });
     }
 
-    /// A dialog of `call_id` was removed.
+    /// A dialog of `call_id` was removed, or its INVITE was refused before any branch.
     pub(super) fn call_dialog_ended(&mut self, call_id: &str) {
         self.call_events.push_back(CallEvent::Ended { call_id: call_id.to_owned() });
     }

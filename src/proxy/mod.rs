@@ -202,8 +202,6 @@ pub trait RoutingPolicy {
     fn response_body(&mut self, _now: Instant, _request: &Message, _response: &Message) -> BodyAction {
         BodyAction::Keep
     }
-    /// A call is over: its INVITE failed, or a BYE passed, or we ended it.
-    fn call_ended(&mut self, _now: Instant, _request: &Message) {}
 }
 
 /// What the policy does with a body on its way through.
@@ -424,7 +422,6 @@ impl Proxy {
             bye.cseq
         );
         let Ok(message) = Message::parse(Bytes::from(text), &Limits::default()) else { return };
-        policy.call_ended(now, &message);
         let Some(key) = client_key(&message) else { return };
         let reliable = kind.is_connection();
         let _ = self.table.insert(key, destination, ClientNonInvite::new(now, message, reliable, self.config.timers));
@@ -523,9 +520,6 @@ impl Proxy {
             return match self.route_in_dialog(request, policy) {
                 Ok(target) => {
                     self.track_in_dialog(request);
-                    if request.method() == Some(&Method::Bye) {
-                        policy.call_ended(now, request);
-                    }
                     Decision::Forward(vec![target])
                 }
                 Err(reply) => Decision::Reply(reply),
@@ -734,7 +728,10 @@ impl Proxy {
             }
             (Some(Deferred::Request { key, request, .. }), Err(reply)) => {
                 self.reply_bytes(now, &key, &request, reply);
-                policy.call_ended(now, &request);
+                // No context was made for it: the call ends here.
+                if let Some(call_id) = request.call_id() {
+                    self.call_dialog_ended(&String::from_utf8_lossy(&call_id));
+                }
             }
             (Some(Deferred::Response { server, response, code }), outcome) => {
                 let bytes = match outcome {
@@ -1165,7 +1162,7 @@ impl Proxy {
             // A definite answer (busy, not found, ...) ends a failover search.
             ctx.pending.clear();
         }
-        self.maybe_send_best(now, &server, policy);
+        self.maybe_send_best(now, &server);
     }
 
     /// RFC 3261 §22.2 for a branch with credentials: the same request again with an
@@ -1320,7 +1317,7 @@ impl Proxy {
     }
 
     /// §16.7 step 6: when every branch is final and nothing final went upstream yet.
-    fn maybe_send_best(&mut self, now: Instant, server: &TransactionKey, policy: &mut dyn RoutingPolicy) {
+    fn maybe_send_best(&mut self, now: Instant, server: &TransactionKey) {
         let Some(ctx) = self.contexts.get_mut(server) else { return };
         if ctx.final_sent
             || !ctx.pending.is_empty()
@@ -1340,12 +1337,6 @@ impl Proxy {
         };
         let code = if code == 503 { 500 } else { code };
         let _ = self.table.send_response(now, server, bytes, code);
-        if let Some(ctx) = self.contexts.get(server)
-            && ctx.is_invite
-        {
-            let request = ctx.request.clone();
-            policy.call_ended(now, &request);
-        }
         self.call_context_ended(server);
     }
 }
