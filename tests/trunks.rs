@@ -250,6 +250,62 @@ async fn a_trunk_behind_an_outbound_proxy_is_reached_through_it() {
     server.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Alice on server A calls a number; A's trunk is server B over TLS, where the number is a
+/// DID ringing carol. With `trust` A knows B's self-signed certificate.
+async fn call_over_a_tls_trunk(name: &str, trust: bool) -> (u16, Option<u16>) {
+    let mut b_config =
+        config_with_users(&format!("{name}-b"), "[[user]]\nname = \"carol\"\npassword = \"carol-secret\"\n");
+    let mut a_side = trunk("a-side", 9);
+    a_side.inbound_sources = vec!["127.0.0.1".into()];
+    b_config.trunks = vec![a_side];
+    b_config.proxy.trunk_health_interval = Duration::ZERO;
+    b_config.dids = vec![DidConfig { number: "+442079460958".into(), users: vec!["carol".into()] }];
+    let b = start(&b_config).await;
+    let b_tls = b.addr(TransportKind::Tls).unwrap();
+
+    let mut config = config_with_users(name, ALICE_AND_BOB);
+    let mut carrier = trunk("carrier", b_tls.port());
+    carrier.transport = "tls".into();
+    config.trunks = vec![carrier];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![uk_route(&["carrier"])];
+    if trust {
+        config.tls.trunk_ca_file = Some(b_config.server.state_dir.join("tls/self-signed.crt"));
+    }
+    let a = start(&config).await;
+    let mut carol = Ua::ws("carol", "carol-secret", b.addr(TransportKind::Ws).unwrap()).await;
+    carol.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", a.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    alice.invite("02079460958").await;
+    let mut rung = None;
+    let first = if trust {
+        let invite = carol.recv().await;
+        assert_eq!(invite.method(), Some(&webtrunk::message::Method::Invite));
+        carol.respond(&invite, 486, "carol").await;
+        rung = Some(486);
+        alice.recv().await
+    } else {
+        alice.recv().await
+    };
+    let code = status(&first);
+    a.shutdown(Duration::from_secs(2)).await;
+    b.shutdown(Duration::from_secs(2)).await;
+    (code, rung)
+}
+
+#[tokio::test]
+async fn a_tls_trunk_is_dialled_and_its_certificate_checked() {
+    // B's answer (carol busy) comes back through the TLS connection A opened.
+    let (code, rung) = call_over_a_tls_trunk("trunk-tls", true).await;
+    assert_eq!((code, rung), (486, Some(486)));
+    // Without B's certificate among A's trusted ones, the handshake fails and nothing
+    // reaches B: the caller gets a failure at once, not carol's phone.
+    let (code, rung) = call_over_a_tls_trunk("trunk-tls-untrusted", false).await;
+    assert!(matches!(code, 408 | 500 | 503), "an untrusted trunk certificate fails the call, got {code}");
+    assert_eq!(rung, None);
+}
+
 #[tokio::test]
 async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     let mut config = config_with_users("trunk-in", ALICE_AND_BOB);
