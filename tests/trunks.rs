@@ -307,6 +307,36 @@ async fn a_tls_trunk_is_dialled_and_its_certificate_checked() {
 }
 
 #[tokio::test]
+async fn a_trunk_sees_its_from_user_and_the_browser_keeps_its_own_identity() {
+    let [port] = free_udp_ports();
+    let mut config = config_with_users("trunk-from", ALICE_AND_BOB);
+    let mut carrier = trunk("carrier", port);
+    carrier.from_user = Some("+442079460000".into());
+    carrier.asserted_identity = Some("<sip:+442079460000@carrier.example>".into());
+    config.trunks = vec![carrier];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![uk_route(&["carrier"])];
+    let server = start(&config).await;
+    let sipp = sipp_uas("trunk_answer_from.xml", port, server.addr(TransportKind::Udp).unwrap());
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let sent = parse(&alice.invite("02079460958").await);
+    let ringing = alice.recv().await;
+    assert_eq!(status(&ringing), 180);
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200);
+    let from = String::from_utf8_lossy(&ok.first_value(webtrunk::message::HeaderName::From).unwrap()).into_owned();
+    assert!(from.starts_with("<sip:alice@localhost>;tag="), "the browser's own From comes back: {from}");
+    let bye_answer = alice.ack_and_hang_up(&sent, &ok).await;
+    assert_eq!(status(&bye_answer), 200);
+    let from =
+        String::from_utf8_lossy(&bye_answer.first_value(webtrunk::message::HeaderName::From).unwrap()).into_owned();
+    assert!(from.starts_with("<sip:alice@localhost>;tag="), "{from}");
+    sipp_finished(sipp).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
 async fn did_from_a_trunk_rings_the_browser_and_a_stranger_is_challenged() {
     let mut config = config_with_users("trunk-in", ALICE_AND_BOB);
     let [carrier_port] = free_udp_ports();

@@ -41,6 +41,9 @@ pub struct Dialog {
     /// How far the callee's view of the caller's CSeq runs ahead: we re-sent the INVITE
     /// with credentials (RFC 3261 §22.2), so caller requests are shifted by this much.
     pub cseq_offset: u32,
+    /// The From user the callee knows the caller by, when we changed it (a trunk's
+    /// caller-ID policy); the caller's own identity is [`Party::identity`].
+    pub caller_presented_as: Option<String>,
 }
 
 /// Which side a request came from.
@@ -124,7 +127,8 @@ impl Dialogs {
         let ends_at = now + self.max_duration;
         self.seq += 1;
         self.ends.insert((ends_at, self.seq), id.clone());
-        let dialog = Dialog { id: id.clone(), caller, callee, started: now, ends_at, cseq_offset: 0 };
+        let dialog =
+            Dialog { id: id.clone(), caller, callee, started: now, ends_at, cseq_offset: 0, caller_presented_as: None };
         self.dialogs.insert(id, dialog);
         true
     }
@@ -134,6 +138,22 @@ impl Dialogs {
         if let Some(d) = self.dialogs.get_mut(id) {
             d.cseq_offset = offset;
         }
+    }
+
+    /// The callee knows the caller under this From user (see [`Dialog::caller_presented_as`]).
+    pub fn present_caller_as(&mut self, id: &DialogId, user: Option<String>) {
+        if let Some(d) = self.dialogs.get_mut(id) {
+            d.caller_presented_as = user;
+        }
+    }
+
+    /// For a request in a dialog whose caller is presented under another From user: the
+    /// side it comes from, that user, and the caller's own identity.
+    pub fn presented_caller(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(Side, String, String)> {
+        let (id, side) = self.find(call_id, from_tag, to_tag)?;
+        let d = self.dialogs.get(&id)?;
+        let user = d.caller_presented_as.clone()?;
+        Some((side, user, d.caller.identity.clone()))
     }
 
     /// The CSeq shift of a request in a dialog, when it comes from the caller.

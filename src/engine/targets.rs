@@ -199,6 +199,7 @@ impl Local {
                     }
                     targets.push(Target {
                         uri: Some(uri),
+                        from_user: route.from_user(trunk).map(str::to_owned),
                         failover_timeout: Some(trunk.failover_timeout),
                         asserted_identity: asserted.clone(),
                         large_fallback,

@@ -31,6 +31,12 @@ pub struct RequestEdit {
     /// The CSeq number to send instead of the received one: the callee side counts from
     /// a higher number once we re-sent the INVITE with credentials (see [`reauthorize`]).
     pub cseq: Option<u32>,
+    /// The user part to put in the From URI (a carrier wants its account number or the
+    /// caller's number there); display name, host and tag are kept.
+    pub from_user: Option<String>,
+    /// A To value to send instead of the received one (the caller's own identity back,
+    /// where the callee knows it under [`Self::from_user`]).
+    pub to: Option<String>,
 }
 
 /// The forwarded request as bytes.
@@ -98,6 +104,14 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
             HeaderName::ProxyAuthorization if consumed(&message.value(header), edit.consume_realm.as_deref()) => {}
             HeaderName::PAssertedIdentity if edit.asserted_identity.is_some() => {}
             HeaderName::CSeq if edit.cseq.is_some() => push_cseq(&mut out, message, edit.cseq),
+            HeaderName::From if edit.from_user.is_some() => {
+                let value = message.value(header);
+                match edit.from_user.as_deref().and_then(|user| with_user(&value, user)) {
+                    Some(from) => push_field(&mut out, "From", &from),
+                    None => push_raw(&mut out, message.raw_line(header)),
+                }
+            }
+            HeaderName::To if edit.to.is_some() => push_field(&mut out, "To", edit.to.as_deref().unwrap_or_default()),
             HeaderName::ContentLength => {}
             _ => push_raw(&mut out, message.raw_line(header)),
         }
@@ -124,8 +138,15 @@ pub fn response(message: &Message) -> Vec<u8> {
 }
 
 /// [`response`], with the CSeq number put back to `cseq` (the caller's) when we had
-/// shifted it toward the callee.
+/// shifted it toward the callee, and From and To put back to what the request we answer
+/// carried (`restore`: its From, its To) when we had changed them toward the callee; the
+/// callee's To tag is kept.
 pub fn response_upstream(message: &Message, cseq: Option<u32>) -> Vec<u8> {
+    response_restored(message, cseq, None)
+}
+
+/// See [`response_upstream`].
+pub fn response_restored(message: &Message, cseq: Option<u32>, restore: Option<(&[u8], &[u8])>) -> Vec<u8> {
     let bytes = &message.bytes[..];
     let mut out = Vec::with_capacity(bytes.len());
     let first_header = message.headers().first().map_or(message.body.start as usize, |h| h.line.start as usize);
@@ -143,12 +164,47 @@ pub fn response_upstream(message: &Message, cseq: Option<u32>) -> Vec<u8> {
                 }
             }
             HeaderName::CSeq if cseq.is_some() => push_cseq(&mut out, message, cseq),
+            HeaderName::From if restore.is_some() => {
+                push_field(&mut out, "From", &String::from_utf8_lossy(restore.map(|r| r.0).unwrap_or_default()));
+            }
+            HeaderName::To if restore.is_some() => {
+                let original = restore.map(|r| r.1).unwrap_or_default();
+                let value = message.value(header);
+                let tag = super::NameAddr::parse(&value).ok().and_then(|n| n.tag().map(<[u8]>::to_vec));
+                let had_tag = super::NameAddr::parse(original).ok().and_then(|n| n.tag()).is_some();
+                let mut to = String::from_utf8_lossy(original).into_owned();
+                if let (Some(tag), false) = (tag, had_tag) {
+                    to.push_str(";tag=");
+                    to.push_str(&String::from_utf8_lossy(&tag));
+                }
+                push_field(&mut out, "To", &to);
+            }
             HeaderName::ContentLength => {}
             _ => push_raw(&mut out, message.raw_line(header)),
         }
     }
     finish(&mut out, message.body());
     out
+}
+
+/// A From or To value with `user` as the user part of its SIP URI; `None` when the value
+/// is not a SIP URI we can read.
+fn with_user(value: &[u8], user: &str) -> Option<String> {
+    let addr = super::NameAddr::parse(value).ok()?;
+    let uri = std::str::from_utf8(addr.uri).ok()?;
+    let (scheme, rest) = uri.split_once(':')?;
+    if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+        return None;
+    }
+    // The userinfo ends at the last '@' before any parameter or header.
+    let end = rest.find([';', '?']).unwrap_or(rest.len());
+    let host_part = match rest[..end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    let display = addr.display.map(|d| format!("{} ", String::from_utf8_lossy(d))).unwrap_or_default();
+    let params = String::from_utf8_lossy(addr.params);
+    Some(format!("{display}<{scheme}:{user}@{host_part}>{params}"))
 }
 
 /// The message with `body` in place of its own; every header but Content-Length keeps its
@@ -300,6 +356,8 @@ mod tests {
             drop_last_route: false,
             asserted_identity: None,
             cseq: None,
+            from_user: None,
+            to: None,
         };
         let out = String::from_utf8(request(&m, &edit)).unwrap();
         assert_eq!(
@@ -430,5 +488,16 @@ mod tests {
         );
         let out = String::from_utf8(response(&m)).unwrap();
         assert_eq!(out, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP up;branch=z9hG4bKp\r\nContent-Length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn from_user_replaces_only_the_user_part() {
+        assert_eq!(
+            with_user(b"\"Alice\" <sip:alice@localhost;transport=ws>;tag=a1", "+442079460000").as_deref(),
+            Some("\"Alice\" <sip:+442079460000@localhost;transport=ws>;tag=a1")
+        );
+        assert_eq!(with_user(b"sip:alice@h;tag=x", "+1").as_deref(), Some("<sip:+1@h>;tag=x"));
+        assert_eq!(with_user(b"<sip:h.example>;tag=x", "+1").as_deref(), Some("<sip:+1@h.example>;tag=x"));
+        assert_eq!(with_user(b"<tel:+123>;tag=x", "+1"), None, "not a SIP URI: left alone");
     }
 }

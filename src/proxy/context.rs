@@ -42,6 +42,8 @@ pub(super) struct Branch {
     pub(super) auth: Option<BranchAuth>,
     /// How far this branch's CSeq runs ahead of the caller's: one per re-sent request.
     pub(super) cseq_offset: u32,
+    /// The From user the target was sent (its dialog keeps presenting the caller so).
+    pub(super) from_user: Option<String>,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,7 @@ impl Branch {
             failover_at: None,
             auth: None,
             cseq_offset: 0,
+            from_user: None,
         }
     }
 }

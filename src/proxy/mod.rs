@@ -106,6 +106,11 @@ pub struct Target {
     /// The CSeq number to send instead of the request's (in-dialog requests of a caller
     /// whose INVITE we re-sent with credentials).
     pub cseq: Option<u32>,
+    /// The From user part toward this target (a trunk's caller-ID policy); responses and
+    /// the rest of the dialog get the caller's own identity back.
+    pub from_user: Option<String>,
+    /// A To value to send instead of the request's (see [`Self::from_user`]).
+    pub to: Option<String>,
 }
 
 /// Digest credentials a branch answers its target's challenges with (RFC 3261 §22.2).
@@ -144,6 +149,8 @@ impl Target {
             large_fallback: None,
             credentials: None,
             cseq: None,
+            from_user: None,
+            to: None,
         }
     }
 }
@@ -597,6 +604,7 @@ impl Proxy {
             return Err(LocalReply::with_reason(403, "Not Routed Through This Proxy"));
         };
         let cseq = self.shifted_cseq(request);
+        let (from_user, to) = self.presented_caller(request);
         if let Some(flow) = facing.flow {
             let Some((flow, kind, local)) = policy.resolve_flow(flow) else {
                 // RFC 5626 §5.3: the flow the token names is gone.
@@ -608,6 +616,8 @@ impl Proxy {
                 pop_routes: popped,
                 strict,
                 cseq,
+                from_user,
+                to,
                 ..Target::new(Destination::Flow(flow), kind, local)
             });
         }
@@ -640,6 +650,8 @@ impl Proxy {
                 pop_routes: popped,
                 strict,
                 cseq,
+                from_user,
+                to,
                 ..Target::new(Destination::Connection { kind, remote }, kind, local)
             });
         }
@@ -649,6 +661,8 @@ impl Proxy {
             pop_routes: popped,
             strict,
             cseq,
+            from_user,
+            to,
             ..Target::new(Destination::Datagram { local, remote }, TransportKind::Udp, local)
         })
     }
@@ -858,6 +872,8 @@ impl Proxy {
             drop_last_route: target.strict,
             asserted_identity: target.asserted_identity.clone(),
             cseq: target.cseq,
+            from_user: target.from_user.clone(),
+            to: target.to.clone(),
         };
         let mut bytes = forward::request(request, &edit);
         if target.kind == TransportKind::Udp
@@ -899,6 +915,7 @@ impl Proxy {
         self.call_forwarded(key, &target.destination);
         let mut branch = Branch::new(client.clone(), target.destination, is_invite.then(|| now + self.config.timer_c));
         branch.failover_at = target.failover_timeout.map(|t| now + t);
+        branch.from_user = target.from_user;
         branch.auth = target.credentials.map(|credentials| BranchAuth {
             credentials,
             kind: target.kind,
@@ -997,6 +1014,8 @@ impl Proxy {
             drop_last_route: target.strict,
             asserted_identity: None,
             cseq: target.cseq,
+            from_user: target.from_user,
+            to: target.to,
         };
         self.transmits.push_back(Transmit {
             destination: target.destination,
@@ -1134,11 +1153,13 @@ impl Proxy {
                 self.stats.dialogs_started += 1;
                 let callee_destination = ctx.branches[index].destination;
                 let offset = ctx.branches[index].cseq_offset;
+                let from_user = ctx.branches[index].from_user.clone();
                 if let Some((id, caller, callee)) =
                     dialog_parties(&ctx.request, &ctx.source, &response, callee_destination)
                 {
                     self.dialogs.confirmed(now, id.clone(), caller, callee);
                     self.dialogs.shift_caller_cseq(&id, offset);
+                    self.dialogs.present_caller_as(&id, from_user);
                 }
             }
             let Some(ctx) = self.contexts.get_mut(&server) else { return };
@@ -1249,6 +1270,7 @@ impl Proxy {
         let mut retry = Branch::new(key.clone(), destination, is_invite.then(|| now + self.config.timer_c));
         retry.cseq_offset = old.cseq_offset + 1;
         retry.cancel_when_ringing = old.cancel_when_ringing;
+        retry.from_user = old.from_user;
         retry.auth = old.auth.map(|a| BranchAuth { attempts: a.attempts + 1, ..a });
         let timer_c = retry.timer_c;
         ctx.branches.push(retry);
@@ -1267,6 +1289,18 @@ impl Proxy {
         let offset = self.dialogs.caller_cseq_offset(&call_id, &from, &to)?;
         let (cseq, _) = request.cseq()?;
         (offset > 0).then(|| cseq.saturating_add(offset))
+    }
+
+    /// For a dialog whose caller the callee knows under another From user: a request from
+    /// the caller gets that user again; one from the callee gets the caller's own identity
+    /// back in To.
+    fn presented_caller(&self, request: &Message) -> (Option<String>, Option<String>) {
+        let Some((call_id, from, to)) = dialog_tags(request) else { return (None, None) };
+        match self.dialogs.presented_caller(&call_id, &from, &to) {
+            Some((Side::Caller, user, _)) => (Some(user), None),
+            Some((Side::Callee, _, identity)) => (None, Some(identity)),
+            None => (None, None),
+        }
     }
 
     fn schedule(&mut self, at: Instant, branch: &TransactionKey) {
@@ -1382,7 +1416,13 @@ const OUR_BRANCH: &str = "z9hG4bKwt";
 fn upstream(ctx: &Context, response: &Message) -> Vec<u8> {
     let caller = ctx.request.cseq().map(|(n, _)| n);
     let shifted = caller.filter(|n| response.cseq().is_some_and(|(r, _)| r != *n));
-    forward::response_upstream(response, shifted)
+    let uri_of = |m: &Message, name| m.first_value(name).and_then(|v| NameAddr::parse(&v).ok().map(|n| n.uri.to_vec()));
+    let changed =
+        [HeaderName::From, HeaderName::To].into_iter().any(|h| uri_of(&ctx.request, h) != uri_of(response, h));
+    match (changed, ctx.request.first_value(HeaderName::From), ctx.request.first_value(HeaderName::To)) {
+        (true, Some(from), Some(to)) => forward::response_restored(response, shifted, Some((&from, &to))),
+        _ => forward::response_upstream(response, shifted),
+    }
 }
 
 /// `message` with `body` in place of its own (Content-Length follows).
