@@ -129,3 +129,72 @@ async fn a_plain_rtp_call_from_a_trunk_reaches_the_browser_as_webrtc_and_its_ans
     assert!(ng.request(&key, Command::Query).await.is_ok(), "rtpengine holds the call");
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn the_bridged_invite_fits_one_datagram_and_a_refused_call_leaves_no_session() {
+    let rtpengine = Daemon::start();
+    let trunk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut config = config_with_users("media-bridge-small", ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    // large_message = "tcp": were the INVITE over 1300 bytes it would not come over UDP.
+    config.trunks = vec![TrunkConfig { large_message: "tcp".into(), ..carrier(trunk.local_addr().unwrap().port()) }];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![route_as_dialled(&["carrier"])];
+    let server = start(&config).await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let offer = chromium_offer();
+    assert!(offer.len() > 4000, "the fixture is a full Chromium offer");
+    alice.invite_with("02079460958", &offer).await;
+
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(TIMEOUT, trunk.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert!(n < 1300, "the INVITE toward the trunk is {n} bytes");
+    let invite = parse(&String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(invite.method(), Some(&webtrunk::message::Method::Invite));
+    let call_id = String::from_utf8_lossy(&invite.call_id().unwrap()).into_owned();
+    let from_tag = format!("t{call_id}");
+    let key = CallKey { call_id, from_tag, to_tag: None };
+    let mut ng = NgLoop::new(MediaConfig { instances: vec![rtpengine.ng], ..MediaConfig::default() }).await;
+    assert!(ng.request(&key, Command::Query).await.is_ok(), "rtpengine holds the offer");
+
+    // The trunk refuses: the session goes with the call.
+    let busy = webtrunk::message::response::build(
+        &invite,
+        &webtrunk::message::response::Reply { code: 486, to_tag: Some("trunk"), ..Default::default() },
+    );
+    trunk.send_to(&busy, from).await.unwrap();
+    let answer = alice.recv().await;
+    assert_eq!(status(&answer), 486);
+    let mut gone = false;
+    for _ in 0..20 {
+        if ng.request(&key, Command::Query).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "rtpengine still holds a refused call");
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn an_unreadable_sdp_toward_a_bridged_trunk_gets_488() {
+    let rtpengine = Daemon::start();
+    let trunk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut config = config_with_users("media-bridge-488", ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    config.trunks = vec![carrier(trunk.local_addr().unwrap().port())];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![route_as_dialled(&["carrier"])];
+    let server = start(&config).await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    alice.invite_with("02079460958", "this is not SDP\r\n").await;
+    let answer = alice.recv().await;
+    assert_eq!(status(&answer), 488, "{}", String::from_utf8_lossy(answer.as_bytes()));
+    let mut buf = vec![0u8; 4096];
+    let nothing = tokio::time::timeout(Duration::from_millis(300), trunk.recv_from(&mut buf)).await;
+    assert!(nothing.is_err(), "nothing reached the trunk");
+    server.shutdown(Duration::from_secs(2)).await;
+}
