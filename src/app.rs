@@ -99,6 +99,10 @@ impl Server {
         engine_config.health_interval = config.proxy.trunk_health_interval;
         engine_config.health_misses = config.proxy.trunk_health_misses;
         engine_config.media = engine_config_media(config);
+        engine_config.bridge_browser_calls = config.media.bridge_browser_calls;
+        if config.media.bridge_browser_calls && engine_config.media.is_none() {
+            return Err(AppError::Routing(vec!["media.bridge_browser_calls needs [media] rtpengine addresses".into()]));
+        }
         if engine_config.media.is_none()
             && let Some(t) =
                 config.trunks.iter().find(|t| t.media.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("bridge")))

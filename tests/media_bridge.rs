@@ -198,3 +198,35 @@ async fn an_unreadable_sdp_toward_a_bridged_trunk_gets_488() {
     assert!(nothing.is_err(), "nothing reached the trunk");
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Alice's browser calls Bob's; with `bridge` the call goes through rtpengine. Returns
+/// whether rtpengine held the call, and whether Bob's offer still had Alice's ICE.
+async fn browser_to_browser(name: &str, bridge: bool) -> (bool, bool) {
+    let rtpengine = Daemon::start();
+    let mut config = config_with_users(name, ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    config.media.bridge_browser_calls = bridge;
+    let server = start(&config).await;
+    let ws = server.addr(TransportKind::Ws).unwrap();
+    let mut bob = Ua::ws("bob", "bob-secret", ws).await;
+    bob.register().await;
+    let mut alice = Ua::ws("alice", "alice-secret", ws).await;
+    alice.register().await;
+    let offer = chromium_offer();
+    let sent = parse(&alice.invite_with("bob", &offer).await);
+    let ringing = bob.recv().await;
+    let received = String::from_utf8_lossy(ringing.body()).into_owned();
+    let alice_ufrag = offer.lines().find(|l| l.starts_with("a=ice-ufrag:")).unwrap().to_owned();
+    let call_id = String::from_utf8_lossy(&sent.call_id().unwrap()).into_owned();
+    let key = CallKey { call_id: call_id.clone(), from_tag: format!("t{call_id}"), to_tag: None };
+    let mut ng = NgLoop::new(MediaConfig { instances: vec![rtpengine.ng], ..MediaConfig::default() }).await;
+    let held = ng.request(&key, Command::Query).await.is_ok();
+    server.shutdown(Duration::from_secs(2)).await;
+    (held, received.contains(&alice_ufrag))
+}
+
+#[tokio::test]
+async fn browsers_call_each_other_peer_to_peer_unless_configured_through_rtpengine() {
+    assert_eq!(browser_to_browser("media-p2p", false).await, (false, true), "peer to peer: the offer untouched");
+    assert_eq!(browser_to_browser("media-b2b", true).await, (true, false), "bridged: rtpengine's own ICE");
+}

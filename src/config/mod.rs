@@ -92,11 +92,14 @@ pub struct Media {
     pub timeout: Duration,
     /// Tries per instance before the next one.
     pub retries: u32,
+    /// Calls between browsers through rtpengine as well, instead of peer to peer (for
+    /// browsers behind NATs that ICE alone does not cross).
+    pub bridge_browser_calls: bool,
 }
 
 impl Default for Media {
     fn default() -> Self {
-        Self { rtpengine: Vec::new(), timeout: Duration::from_secs(1), retries: 2 }
+        Self { rtpengine: Vec::new(), timeout: Duration::from_secs(1), retries: 2, bridge_browser_calls: false }
     }
 }
 

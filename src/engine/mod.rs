@@ -79,6 +79,8 @@ pub struct EngineConfig {
     pub health_misses: u32,
     /// rtpengine, when browsers are bridged to plain-RTP trunks.
     pub media: Option<crate::media::MediaConfig>,
+    /// Calls between browsers go through rtpengine too.
+    pub bridge_browser_calls: bool,
 }
 
 /// The proxy's knobs that come from the configuration.
@@ -117,6 +119,7 @@ impl Default for EngineConfig {
             health_interval: Duration::from_secs(30),
             health_misses: 3,
             media: None,
+            bridge_browser_calls: false,
         }
     }
 }

@@ -69,6 +69,12 @@ impl Local {
             if targets.is_empty() {
                 return Err(RequestError::Unavailable);
             }
+            // Browsers call each other peer to peer, unless configured to go through
+            // rtpengine (browsers behind NATs no TURN server gets them through).
+            let browser = |k: TransportKind| matches!(k, TransportKind::Ws | TransportKind::Wss);
+            if self.config.bridge_browser_calls && browser(source.kind) && targets.iter().any(|t| browser(t.kind)) {
+                self.bridge_call(request, Leg::Browser, Leg::Browser, Vec::new());
+            }
             return Ok(Decision::Forward(targets));
         }
         if !is_number(&normalise(&user)) {
