@@ -230,3 +230,65 @@ async fn browsers_call_each_other_peer_to_peer_unless_configured_through_rtpengi
     assert_eq!(browser_to_browser("media-p2p", false).await, (false, true), "peer to peer: the offer untouched");
     assert_eq!(browser_to_browser("media-b2b", true).await, (true, false), "bridged: rtpengine's own ICE");
 }
+
+#[tokio::test]
+async fn an_ice_restart_from_the_browser_is_answered_without_renegotiating_the_trunk() {
+    let rtpengine = Daemon::start();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = config_with_users("media-ice-restart", ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    config.trunks = vec![carrier(port)];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![route_as_dialled(&["carrier"])];
+    let server = start(&config).await;
+    // The trunk takes one INVITE, its ACK and a BYE: a re-INVITE or a stray ACK reaching
+    // it fails its run.
+    let sipp = sipp_uas("trunk_bridged_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
+    alice.register().await;
+    let offer = chromium_offer();
+    let sent = parse(&alice.invite_with("02079460958", &offer).await);
+    assert_eq!(status(&alice.recv().await), 180);
+    let ok = alice.recv().await;
+    assert_eq!(status(&ok), 200);
+    let first_answer = String::from_utf8_lossy(ok.body()).into_owned();
+
+    let mut route = common::ua::all(&ok, webtrunk::message::HeaderName::RecordRoute);
+    route.reverse();
+    let contact = common::ua::header(&ok, webtrunk::message::HeaderName::Contact).trim_matches(['<', '>']).to_string();
+    let dialog = common::ua::Dialog {
+        local: common::ua::header(&sent, webtrunk::message::HeaderName::From),
+        remote: common::ua::header(&ok, webtrunk::message::HeaderName::To),
+        call_id: common::ua::header(&sent, webtrunk::message::HeaderName::CallId),
+    };
+    let cseq = sent.cseq().unwrap().0;
+    alice.in_dialog("ACK", &contact, &route, &dialog, cseq).await;
+
+    // The network changed: new ICE credentials, nothing else.
+    let ufrag = offer.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).unwrap().trim().to_owned();
+    let pwd = offer.lines().find_map(|l| l.strip_prefix("a=ice-pwd:")).unwrap().trim().to_owned();
+    let restarted = offer.replace(&ufrag, "Rst1").replace(&pwd, "restartedpasswordrestartedpw");
+    alice.in_dialog_with_sdp("INVITE", &contact, &route, &dialog, cseq + 1, &restarted).await;
+    let reinvite_ok = loop {
+        let m = alice.recv().await;
+        if status(&m) != 100 {
+            break m;
+        }
+    };
+    assert_eq!(status(&reinvite_ok), 200, "{}", String::from_utf8_lossy(reinvite_ok.as_bytes()));
+    let answer = String::from_utf8_lossy(reinvite_ok.body()).into_owned();
+    assert!(answer.contains("a=ice-ufrag:") && answer.contains("UDP/TLS/RTP/SAVPF"), "{answer}");
+    let port_of = |sdp: &str| sdp.lines().find(|l| l.starts_with("m=audio")).map(str::to_owned);
+    assert_eq!(port_of(&answer), port_of(&first_answer), "the browser keeps talking to the same relay port");
+    assert_eq!(
+        common::ua::header(&reinvite_ok, webtrunk::message::HeaderName::Contact).trim_matches(['<', '>']),
+        contact,
+        "the remote target stays the trunk"
+    );
+    alice.in_dialog("ACK", &contact, &route, &dialog, cseq + 1).await;
+    alice.in_dialog("BYE", &contact, &route, &dialog, cseq + 2).await;
+    assert_eq!(status(&alice.recv().await), 200);
+    sipp_finished(sipp).await;
+    server.shutdown(Duration::from_secs(2)).await;
+}

@@ -235,7 +235,7 @@ impl RequestError {
 
     /// The local reply that answers this error.
     pub fn into_reply(self) -> LocalReply {
-        LocalReply { code: self.status(), reason: self.reason(), headers: self.headers() }
+        LocalReply { code: self.status(), reason: self.reason(), headers: self.headers(), body: None }
     }
 
     /// The reason phrase: ours when it tells the client more than the standard one.

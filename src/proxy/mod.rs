@@ -165,15 +165,17 @@ pub struct LocalReply {
     pub code: u16,
     pub reason: Option<String>,
     pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    /// A body (its Content-Type among `headers`).
+    pub body: Option<Bytes>,
 }
 
 impl LocalReply {
     pub fn new(code: u16) -> Self {
-        Self { code, reason: None, headers: Vec::new() }
+        Self { code, reason: None, headers: Vec::new(), body: None }
     }
 
     pub fn with_reason(code: u16, reason: impl Into<String>) -> Self {
-        Self { code, reason: Some(reason.into()), headers: Vec::new() }
+        Self { code, reason: Some(reason.into()), headers: Vec::new(), body: None }
     }
 }
 
@@ -255,6 +257,8 @@ pub struct Proxy {
     transmits: VecDeque<Transmit>,
     /// Requests and responses waiting for the policy's new body (see [`BodyAction`]).
     deferred: HashMap<u64, Deferred>,
+    /// Call-ID and CSeq of re-INVITEs we answered 2xx ourselves: their ACKs stop here.
+    answered_locally: VecDeque<(Vec<u8>, u32)>,
     stats: ProxyStats,
     /// Call starts and ends for the policy's per-trunk call counts.
     call_events: VecDeque<CallEvent>,
@@ -281,6 +285,7 @@ impl Proxy {
             outcomes: VecDeque::new(),
             transmits: VecDeque::new(),
             deferred: HashMap::new(),
+            answered_locally: VecDeque::new(),
             stats: ProxyStats::default(),
             call_events: VecDeque::new(),
         }
@@ -457,6 +462,9 @@ impl Proxy {
             }
             crate::transaction::Match::New(key) => key,
         };
+        if is_ack && self.absorb_ack(&request) {
+            return self.drain(now, policy);
+        }
         if is_ack {
             // An ACK that matches no INVITE transaction acknowledges a 2xx: end to end,
             // along the dialog's route; one we cannot route is dropped (ACKs get no answer).
@@ -741,9 +749,24 @@ impl Proxy {
                 }
             }
             (Some(Deferred::Request { key, request, .. }), Err(reply)) => {
+                let in_dialog = dialog_tags(&request).is_some();
+                let answered = (200..300).contains(&reply.code);
+                if answered && in_dialog && request.method() == Some(&Method::Invite) {
+                    // Answered by us (an ICE restart the media relay absorbed): the ACK
+                    // for this 2xx ends here too.
+                    if let (Some(call_id), Some((cseq, _))) = (request.call_id(), request.cseq()) {
+                        self.answered_locally.push_back((call_id.to_vec(), cseq));
+                        if self.answered_locally.len() > ANSWERED_LOCALLY {
+                            self.answered_locally.pop_front();
+                        }
+                    }
+                }
                 self.reply_bytes(now, &key, &request, reply);
-                // No context was made for it: the call ends here.
-                if let Some(call_id) = request.call_id() {
+                // No context was made for a refused initial INVITE: the call ends here.
+                if !in_dialog
+                    && !answered
+                    && let Some(call_id) = request.call_id()
+                {
                     self.call_dialog_ended(&String::from_utf8_lossy(&call_id));
                 }
             }
@@ -759,6 +782,17 @@ impl Proxy {
             }
         }
         self.drain(now, policy);
+    }
+
+    /// The ACK of a 2xx we sent ourselves: nobody downstream expects it.
+    fn absorb_ack(&mut self, ack: &Message) -> bool {
+        let (Some(call_id), Some((cseq, _))) = (ack.call_id(), ack.cseq()) else { return false };
+        let Some(at) = self.answered_locally.iter().position(|(c, n)| c.as_slice() == &call_id[..] && *n == cseq)
+        else {
+            return false;
+        };
+        self.answered_locally.remove(at);
+        true
     }
 
     /// Sends a response upstream, after the policy had its say on the body.
@@ -1037,7 +1071,12 @@ impl Proxy {
         r.source = source;
         r.headers = reply.headers.clone();
         r.headers.push(("Server", self.config.server_name.clone().into()));
-        response::build(request, &r)
+        let bytes = response::build(request, &r);
+        match &reply.body {
+            Some(body) => Message::parse(Bytes::from(bytes.clone()), &Limits::default())
+                .map_or(bytes, |m| forward::with_body(&m, body)),
+            None => bytes,
+        }
     }
 
     fn stateless_reply(&mut self, request: &Message, source: &Source, reply: LocalReply) {
@@ -1410,6 +1449,9 @@ fn dialog_parties(
 
 /// Every branch we create starts with this, so our own Vias are recognisable.
 const OUR_BRANCH: &str = "z9hG4bKwt";
+
+/// Locally answered re-INVITEs remembered for their ACK (a handful are ever in flight).
+const ANSWERED_LOCALLY: usize = 256;
 
 /// A response going upstream (§16.7 step 3), its CSeq number put back to the caller's when
 /// the branch counted differently (a re-sent INVITE, a shifted in-dialog request).

@@ -269,15 +269,34 @@ impl Ua {
         dialog: &Dialog,
         cseq: u32,
     ) -> String {
+        self.in_dialog_with_sdp(method, target, route, dialog, cseq, "").await
+    }
+
+    /// [`Self::in_dialog`] with an SDP body (a re-INVITE's offer); none when empty.
+    pub async fn in_dialog_with_sdp(
+        &mut self,
+        method: &str,
+        target: &str,
+        route: &[String],
+        dialog: &Dialog,
+        cseq: u32,
+        sdp: &str,
+    ) -> String {
         let branch = self.next_id();
         let routes: String = route.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        let body_headers = if sdp.is_empty() {
+            String::new()
+        } else {
+            format!("Contact: <{}>\r\nContent-Type: application/sdp\r\n", self.contact)
+        };
         let text = format!(
             "{method} {target} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n{routes}From: {}\r\nTo: {}\r\n\
-             Call-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+             Call-ID: {}\r\nCSeq: {cseq} {method}\r\n{body_headers}Content-Length: {}\r\n\r\n{sdp}",
             self.via(&branch),
             dialog.local,
             dialog.remote,
-            dialog.call_id
+            dialog.call_id,
+            sdp.len()
         );
         self.send(&text).await;
         text
