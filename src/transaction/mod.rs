@@ -135,8 +135,47 @@ pub enum Output {
 /// What identifies a transaction: server side by §17.2.3, client side by §17.1.3. Client
 /// and server keys never compare equal, so a request that spirals back through us (our own
 /// branch in its top Via) does not match the client transaction that sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TransactionKey(Key);
+///
+/// A key is looked up, cloned and hashed several times for every message (the table, its
+/// deadline queue and outputs, the proxy's contexts and branches): it is shared behind an
+/// `Arc`, so a clone is a reference count, and carries the hash of its fields, computed
+/// once, so a map hashes one `u64`. The maps still apply their own randomly keyed hasher
+/// on top, and the stored hash is a full SipHash of the fields, so crafted branches cannot
+/// make them collide.
+#[derive(Debug, Clone)]
+pub struct TransactionKey(std::sync::Arc<KeyInner>);
+
+#[derive(Debug)]
+struct KeyInner {
+    key: Key,
+    hash: u64,
+}
+
+impl TransactionKey {
+    fn new(key: Key) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&key, &mut hasher);
+        Self(std::sync::Arc::new(KeyInner { hash: std::hash::Hasher::finish(&hasher), key }))
+    }
+
+    fn key(&self) -> &Key {
+        &self.0.key
+    }
+}
+
+impl PartialEq for TransactionKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || (self.0.hash == other.0.hash && self.0.key == other.0.key)
+    }
+}
+
+impl Eq for TransactionKey {}
+
+impl std::hash::Hash for TransactionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -174,11 +213,11 @@ pub fn server_key(request: &Message) -> Option<TransactionKey> {
     let top = request.top_via_raw()?;
     let via = Via::parse(&top).ok()?;
     if let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_COOKIE.as_bytes())) {
-        return Some(TransactionKey(Key::Server { branch: branch.into(), sent_by: (via.host, via.port), method }));
+        return Some(TransactionKey::new(Key::Server { branch: branch.into(), sent_by: (via.host, via.port), method }));
     }
     let from = request.first_value(crate::message::HeaderName::From)?;
     let from_tag = NameAddr::parse(&from).ok()?.tag().map(Box::from);
-    Some(TransactionKey(Key::ServerRfc2543 {
+    Some(TransactionKey::new(Key::ServerRfc2543 {
         request_uri: request.request_uri()?.into(),
         from_tag,
         call_id: request.call_id()?.as_ref().into(),
@@ -198,17 +237,17 @@ pub fn client_key(message: &Message) -> Option<TransactionKey> {
     };
     let top = message.top_via_raw()?;
     let branch = Via::parse(&top).ok()?.branch()?.into();
-    Some(TransactionKey(Key::Client { branch, method }))
+    Some(TransactionKey::new(Key::Client { branch, method }))
 }
 
 impl TransactionKey {
     pub fn is_client(&self) -> bool {
-        matches!(self.0, Key::Client { .. })
+        matches!(self.key(), Key::Client { .. })
     }
 
     /// The method of the transaction: INVITE for an ACK's key.
     pub fn method(&self) -> &Method {
-        match &self.0 {
+        match self.key() {
             Key::Server { method, .. } | Key::ServerRfc2543 { method, .. } | Key::Client { method, .. } => method,
         }
     }
@@ -220,19 +259,19 @@ impl TransactionKey {
         if *self.method() != Method::Cancel {
             return None;
         }
-        let mut key = self.clone();
-        match &mut key.0 {
+        let mut key = self.key().clone();
+        match &mut key {
             Key::Server { method, .. } | Key::ServerRfc2543 { method, .. } | Key::Client { method, .. } => {
                 *method = Method::Invite;
             }
         }
-        Some(key)
+        Some(Self::new(key))
     }
 }
 
 impl fmt::Display for TransactionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
+        match self.key() {
             Key::Server { branch, sent_by: (host, port), method } => {
                 write!(f, "server {method} {} from {host}", String::from_utf8_lossy(branch))?;
                 port.map_or(Ok(()), |p| write!(f, ":{p}"))
