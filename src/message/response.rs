@@ -51,7 +51,9 @@ fn is_copied(name: HeaderName) -> bool {
 fn write_response<'m>(fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>, reply: &Reply<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     let reason = reply.reason.unwrap_or_else(|| reason_phrase(reply.code));
-    out.extend_from_slice(format!("SIP/2.0 {} ", reply.code).as_bytes());
+    out.extend_from_slice(b"SIP/2.0 ");
+    super::via::push_decimal(&mut out, reply.code.into());
+    out.push(b' ');
     push_clean(&mut out, reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut first_via = true;
@@ -81,9 +83,9 @@ fn write_response<'m>(fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>,
 fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], source: Option<SocketAddr>) {
     let mut elements = grammar::comma_elements(value);
     if let Some(top) = elements.next() {
-        match (source, Via::parse(top)) {
-            (Some(src), Ok(via)) => out.extend_from_slice(&via.stamped(src)),
-            _ => push_clean(out, top),
+        match source.and_then(|src| Via::parse(top).ok().map(|via| via.stamped(src))) {
+            Some(stamped) => out.extend_from_slice(&stamped),
+            None => push_clean(out, top),
         }
     }
     for rest in elements {
@@ -103,8 +105,12 @@ fn write_to(out: &mut Vec<u8>, value: &[u8], reply: &Reply<'_>) {
 }
 
 /// Copies bytes, dropping CR and LF so no value can end a header early.
-fn push_clean(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend(bytes.iter().filter(|&&c| c != b'\r' && c != b'\n'));
+fn push_clean(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', bytes) {
+        out.extend_from_slice(&bytes[..i]);
+        bytes = &bytes[i + 1..];
+    }
+    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]
