@@ -93,12 +93,14 @@ pub struct Registrar {
     store: Box<dyn LocationStore>,
 }
 
-/// One Contact of a REGISTER, read.
+/// One Contact of a REGISTER, read: borrowed from the request, so that checking the
+/// Contacts before authentication copies nothing.
 #[derive(Debug)]
-struct ContactRequest {
-    raw: String,
-    uri: String,
-    key: String,
+struct ContactRequest<'a> {
+    /// The element as the client wrote it.
+    raw: &'a [u8],
+    uri: &'a str,
+    parsed: Uri,
     expires: Option<u32>,
     q: Option<u16>,
     instance: Option<String>,
@@ -190,9 +192,10 @@ impl Registrar {
             let reg_id = contact.reg_id.filter(|_| outbound && contact.instance.is_some());
             require_outbound |= reg_id.is_some() && expires != 0;
             // RFC 5626 §6: an instance and reg-id name one flow, whatever the URI; else the URI.
+            let key = std::cell::OnceCell::new();
             let existing = current.iter().position(|b| match (reg_id, &contact.instance) {
                 (Some(id), Some(instance)) => b.reg_id == Some(id) && b.instance.as_deref() == Some(instance.as_str()),
-                _ => uri_key(&b.uri) == contact.key,
+                _ => uri_key(&b.uri) == *key.get_or_init(|| key_of(&contact.parsed)),
             });
             if let Some(i) = existing {
                 let b = &current[i];
@@ -211,8 +214,8 @@ impl Registrar {
             }
             current.push(Binding {
                 aor: aor.clone(),
-                contact: contact.raw,
-                uri: contact.uri,
+                contact: String::from_utf8_lossy(contact.raw).into_owned(),
+                uri: contact.uri.to_owned(),
                 q: contact.q,
                 expires_at: now + Duration::from_secs(u64::from(expires)),
                 call_id: call_id.clone(),
@@ -312,7 +315,7 @@ impl Registrar {
     }
 }
 
-fn read_contact(element: &[u8]) -> Result<ContactRequest, RegisterError> {
+fn read_contact(element: &[u8]) -> Result<ContactRequest<'_>, RegisterError> {
     const BAD: RegisterError = RegisterError::Malformed("Malformed Contact Header");
     let addr = NameAddr::parse(element).map_err(|_| BAD)?;
     let uri = std::str::from_utf8(addr.uri).map_err(|_| BAD)?;
@@ -321,27 +324,20 @@ fn read_contact(element: &[u8]) -> Result<ContactRequest, RegisterError> {
     if !addr.bracketed && parsed.as_sip().is_some_and(|u| u.headers.is_some()) {
         return Err(RegisterError::Malformed("Contact URI With Headers Must Be In Angle Brackets"));
     }
-    let mut contact = ContactRequest {
-        raw: String::from_utf8_lossy(element).into_owned(),
-        uri: uri.to_string(),
-        key: key_of(&parsed),
-        expires: None,
-        q: None,
-        instance: None,
-        reg_id: None,
-    };
+    let mut contact =
+        ContactRequest { raw: element, uri, parsed, expires: None, q: None, instance: None, reg_id: None };
     for Param { name, value } in addr.params() {
         let value = value.map(crate::message::unquote);
-        match name.to_ascii_lowercase().as_slice() {
-            b"expires" => {
-                // §10.2.1.1: an unreadable expires is ignored in favour of the default... but a
-                // negative or overflowing one is a client bug worth a clear answer.
-                contact.expires = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?);
-            }
-            b"q" => contact.q = Some(value.as_deref().and_then(q_value).ok_or(BAD)?),
-            b"+sip.instance" => contact.instance = value.map(|v| String::from_utf8_lossy(&v).into_owned()),
-            b"reg-id" => contact.reg_id = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?),
-            _ => {}
+        if name.eq_ignore_ascii_case(b"expires") {
+            // §10.2.1.1: an unreadable expires is ignored in favour of the default... but a
+            // negative or overflowing one is a client bug worth a clear answer.
+            contact.expires = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?);
+        } else if name.eq_ignore_ascii_case(b"q") {
+            contact.q = Some(value.as_deref().and_then(q_value).ok_or(BAD)?);
+        } else if name.eq_ignore_ascii_case(b"+sip.instance") {
+            contact.instance = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+        } else if name.eq_ignore_ascii_case(b"reg-id") {
+            contact.reg_id = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?);
         }
     }
     Ok(contact)
