@@ -9,9 +9,23 @@ use nom::{
 };
 
 /// `token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )`
+#[inline]
 pub(crate) fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+    TOKEN_CHARS[usize::from(c)]
 }
+
+/// [`is_token_char`] as a table: it runs on every byte of every header name and parameter.
+static TOKEN_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+        c += 1;
+    }
+    table
+};
 
 /// `WSP = SP / HTAB`
 pub(crate) fn is_wsp(c: u8) -> bool {
@@ -151,19 +165,30 @@ impl<'a> Iterator for CommaElements<'a> {
     }
 }
 
-/// Index of the first separating comma, or the length when there is none.
+/// Index of the first separating comma, or the length when there is none. Jumps from one
+/// byte that can change the state to the next: outside quotes and brackets only `,` `"`
+/// `<` matter, inside brackets `"` `>`, inside quotes `\\` `"`.
 fn element_end(s: &[u8]) -> usize {
     let mut in_quotes = false;
     let mut in_angle = false;
     let mut i = 0;
     while i < s.len() {
+        let rest = &s[i..];
+        let next = if in_quotes {
+            memchr::memchr2(b'\\', b'"', rest)
+        } else if in_angle {
+            memchr::memchr2(b'"', b'>', rest)
+        } else {
+            memchr::memchr3(b',', b'"', b'<', rest)
+        };
+        let Some(at) = next else { return s.len() };
+        i += at;
         match s[i] {
-            b'\\' if in_quotes => i += 1,
+            b'\\' => i += 1,
             b'"' => in_quotes = !in_quotes,
-            b'<' if !in_quotes => in_angle = true,
-            b'>' if !in_quotes => in_angle = false,
-            b',' if !in_quotes && !in_angle => return i,
-            _ => {}
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            _ => return i,
         }
         i += 1;
     }
@@ -255,15 +280,19 @@ fn trim_lws(s: &[u8]) -> &[u8] {
     &s[start..]
 }
 
+/// Index of the `;` that ends a parameter (outside quotes), or the length.
 fn param_end(s: &[u8]) -> usize {
     let mut in_quotes = false;
     let mut i = 0;
     while i < s.len() {
+        let rest = &s[i..];
+        let next = if in_quotes { memchr::memchr2(b'\\', b'"', rest) } else { memchr::memchr2(b';', b'"', rest) };
+        let Some(at) = next else { return s.len() };
+        i += at;
         match s[i] {
-            b'\\' if in_quotes => i += 1,
+            b'\\' => i += 1,
             b'"' => in_quotes = !in_quotes,
-            b';' if !in_quotes => return i,
-            _ => {}
+            _ => return i,
         }
         i += 1;
     }
@@ -333,6 +362,59 @@ mod tests {
         assert_eq!(items, vec![&br#""Doe, John" <sip:j@x;a=1,2>;q=0.5"#[..], &b"<sip:k@y>"[..], &b"sip:z@w"[..]]);
         let escaped = br#""a\",b" <sip:a@b>, <sip:c@d>"#;
         assert_eq!(comma_elements(escaped).count(), 2);
+    }
+
+    /// The byte-by-byte scanners the jumping ones replaced, as the reference.
+    fn element_end_reference(s: &[u8]) -> usize {
+        let (mut in_quotes, mut in_angle, mut i) = (false, false, 0);
+        while i < s.len() {
+            match s[i] {
+                b'\\' if in_quotes => i += 1,
+                b'"' => in_quotes = !in_quotes,
+                b'<' if !in_quotes => in_angle = true,
+                b'>' if !in_quotes => in_angle = false,
+                b',' if !in_quotes && !in_angle => return i,
+                _ => {}
+            }
+            i += 1;
+        }
+        s.len()
+    }
+
+    fn param_end_reference(s: &[u8]) -> usize {
+        let (mut in_quotes, mut i) = (false, 0);
+        while i < s.len() {
+            match s[i] {
+                b'\\' if in_quotes => i += 1,
+                b'"' => in_quotes = !in_quotes,
+                b';' if !in_quotes => return i,
+                _ => {}
+            }
+            i += 1;
+        }
+        s.len()
+    }
+
+    #[test]
+    fn scanners_agree_with_the_byte_by_byte_reference_on_every_short_input() {
+        let alphabet = br#",;"<>\a "#;
+        let mut input = Vec::new();
+        for len in 0..=6u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                input.clear();
+                for _ in 0..len {
+                    input.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                assert_eq!(element_end(&input), element_end_reference(&input), "{:?}", String::from_utf8_lossy(&input));
+                assert_eq!(param_end(&input), param_end_reference(&input), "{:?}", String::from_utf8_lossy(&input));
+            }
+        }
+        for c in 0..=255u8 {
+            let expected = c.is_ascii_alphanumeric()
+                || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+            assert_eq!(is_token_char(c), expected, "{c}");
+        }
     }
 
     #[test]

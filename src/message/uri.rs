@@ -25,17 +25,27 @@ impl Host {
         if s.is_empty() || !s.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.') {
             return Err(UriError::Host);
         }
-        let text = std::str::from_utf8(s).map_err(|_| UriError::Host)?;
-        if let Ok(ip) = text.parse::<std::net::Ipv4Addr>() {
-            return Ok(Self::Ip(IpAddr::V4(ip)));
+        // Only digits and dots can be an IPv4 address: a name never tries.
+        if s.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+            if let Some(ip) = dotted_quad(s) {
+                return Ok(Self::Ip(IpAddr::V4(ip)));
+            }
+            let text = std::str::from_utf8(s).map_err(|_| UriError::Host)?;
+            if let Ok(ip) = text.parse::<std::net::Ipv4Addr>() {
+                return Ok(Self::Ip(IpAddr::V4(ip)));
+            }
         }
         // `hostname = *( domainlabel "." ) toplabel [ "." ]`: a toplabel starts with a letter.
         // A dotted all-digit name that is not an IPv4 address is malformed.
-        let top = text.trim_end_matches('.').rsplit('.').next().unwrap_or_default();
-        if !top.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        let mut labels = s;
+        while let Some(rest) = labels.strip_suffix(b".") {
+            labels = rest;
+        }
+        let top = labels.rsplit(|&c| c == b'.').next().unwrap_or_default();
+        if !top.first().is_some_and(u8::is_ascii_alphabetic) {
             return Err(UriError::Host);
         }
-        Ok(Self::Name(text.to_ascii_lowercase()))
+        String::from_utf8(s.to_ascii_lowercase()).map(Self::Name).map_err(|_| UriError::Host)
     }
 
     /// RFC 7118 §5 and RFC 5626: `.invalid` names are placeholders and are never resolved.
@@ -52,6 +62,23 @@ impl fmt::Display for Host {
             Self::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
         }
     }
+}
+
+/// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT` as the standard library
+/// reads it (each part at most 255, no leading zero), without its general parser: the
+/// sent-by of nearly every Via is one. `None` leaves the decision to that parser.
+fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&c| c == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let value = part.iter().try_fold(0u16, |n, &c| c.is_ascii_digit().then(|| n * 10 + u16::from(c - b'0')))?;
+        *octet = u8::try_from(value).ok()?;
+    }
+    parts.next().is_none().then(|| std::net::Ipv4Addr::from(octets))
 }
 
 /// Splits `hostport = host [ ":" port ]`, IPv6 references included.
@@ -301,6 +328,55 @@ mod tests {
         match Uri::parse(s.as_bytes()) {
             Ok(Uri::Sip(u)) => u,
             other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hosts_are_names_addresses_or_errors() {
+        let name = |s: &str| Ok(Host::Name(s.into()));
+        let cases: [(&str, Result<Host, UriError>); 11] = [
+            ("Example.COM", name("example.com")),
+            ("example.com.", name("example.com.")),
+            ("a1.b-2.c3", name("a1.b-2.c3")),
+            ("x..", name("x..")),
+            ("192.0.2.1", Ok(Host::Ip("192.0.2.1".parse().unwrap()))),
+            ("192.0.2.1.", Err(UriError::Host)),
+            ("1.2.3", Err(UriError::Host)),
+            ("123", Err(UriError::Host)),
+            ("example.123", Err(UriError::Host)),
+            ("exa_mple.com", Err(UriError::Host)),
+            ("", Err(UriError::Host)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Host::parse(text.as_bytes()), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn dotted_quads_read_as_the_standard_library_reads_them() {
+        let cases = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.0.0.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "1.2.3.",
+            ".1.2.3",
+            "1000.1.1.1",
+            "00.1.1.1",
+            "0.10.100.200",
+            "1.2.3.04",
+            "",
+        ];
+        for case in cases {
+            assert_eq!(dotted_quad(case.as_bytes()), case.parse().ok(), "{case}");
+        }
+        for n in 0..=300u32 {
+            let text = format!("{n}.{}.0.{}", n % 7, 300 - n);
+            assert_eq!(dotted_quad(text.as_bytes()), text.parse().ok(), "{text}");
         }
     }
 
