@@ -284,36 +284,62 @@ impl fmt::Display for TransactionKey {
     }
 }
 
-/// The timers a machine has armed. A machine arms at most two at a time (A+B, E+F, G+H).
+/// The timers a machine has armed. A machine arms at most two at a time (A+B, E+F, G+H):
+/// they live in the machine itself, so a transaction costs no allocation for them (a UDP
+/// transaction is kept for Timer J, 32 s, and every allocation held that long is paid
+/// for in memory and in a cold free at the end). More than the slots hold still works.
 #[derive(Debug, Default)]
 struct Timers {
-    armed: Vec<(Timer, Instant)>,
+    slots: [Option<(Timer, Instant)>; 3],
+    /// Past the slots; empty (and unallocated) with every machine we have.
+    overflow: Vec<(Timer, Instant)>,
 }
 
 impl Timers {
     /// Arms `timer` for `at`, replacing its previous deadline.
     fn set(&mut self, timer: Timer, at: Instant) {
         self.cancel(timer);
-        self.armed.push((timer, at));
+        match self.slots.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some((timer, at)),
+            None => self.overflow.push((timer, at)),
+        }
     }
 
+    /// Disarms `timer`. The others keep the order they were armed in (the slots stay
+    /// packed), which breaks ties between equal deadlines as before.
     fn cancel(&mut self, timer: Timer) {
-        self.armed.retain(|(t, _)| *t != timer);
+        let mut kept = [None; 3];
+        for (to, from) in kept.iter_mut().zip(self.slots.iter().flatten().filter(|(t, _)| *t != timer)) {
+            *to = Some(*from);
+        }
+        self.slots = kept;
+        self.overflow.retain(|(t, _)| *t != timer);
+        // A slot freed while others overflowed takes the oldest of them.
+        while !self.overflow.is_empty()
+            && let Some(slot) = self.slots.iter_mut().find(|slot| slot.is_none())
+        {
+            *slot = Some(self.overflow.remove(0));
+        }
     }
 
     fn clear(&mut self) {
-        self.armed.clear();
+        self.slots = [None; 3];
+        self.overflow.clear();
+    }
+
+    fn armed(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        self.slots.iter().flatten().chain(&self.overflow).copied()
     }
 
     fn next(&self) -> Option<(Timer, Instant)> {
-        self.armed.iter().min_by_key(|(_, at)| *at).copied()
+        self.armed().min_by_key(|(_, at)| *at)
     }
 
     /// The timers due at `now`, earliest first: what one `handle_timeout` fires. A timer
     /// re-armed while they fire waits for the next call, even if due, so a zero interval
     /// cannot spin.
     fn due(&self, now: Instant) -> Vec<Timer> {
-        let mut due: Vec<_> = self.armed.iter().filter(|(_, at)| *at <= now).copied().collect();
+        let mut due: Vec<_> = self.armed().filter(|(_, at)| *at <= now).collect();
         due.sort_by_key(|(_, at)| *at);
         due.into_iter().map(|(t, _)| t).collect()
     }
@@ -321,7 +347,7 @@ impl Timers {
     /// Disarms `timer` if it is armed and due; whether it was. An earlier timer of the
     /// same call may have disarmed it by changing state.
     fn take_if_due(&mut self, timer: Timer, now: Instant) -> bool {
-        let due = self.armed.iter().any(|(t, at)| *t == timer && *at <= now);
+        let due = self.armed().any(|(t, at)| t == timer && at <= now);
         if due {
             self.cancel(timer);
         }
@@ -440,6 +466,30 @@ mod tests {
         // transaction, not a response to our client one.
         assert_ne!(server_key(&invite), Some(key));
         assert_eq!(client_key(&parse("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 INVITE\r\n\r\n")), None);
+    }
+
+    #[test]
+    fn timers_fire_earliest_first_and_ties_in_the_order_they_were_armed() {
+        let t0 = crate::clock::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut timers = Timers::default();
+        timers.set(Timer::G, at(4));
+        timers.set(Timer::H, at(4));
+        timers.set(Timer::A, at(1));
+        // Past the slots.
+        timers.set(Timer::B, at(2));
+        timers.set(Timer::D, at(4));
+        assert_eq!(timers.next(), Some((Timer::A, at(1))));
+        assert_eq!(timers.due(at(4)), vec![Timer::A, Timer::B, Timer::G, Timer::H, Timer::D]);
+        timers.cancel(Timer::A);
+        timers.set(Timer::G, at(3));
+        assert_eq!(timers.due(at(4)), vec![Timer::B, Timer::G, Timer::H, Timer::D]);
+        assert!(timers.take_if_due(Timer::H, at(4)));
+        assert!(!timers.take_if_due(Timer::H, at(4)));
+        assert!(!timers.take_if_due(Timer::D, at(3)));
+        assert_eq!(timers.due(at(4)), vec![Timer::B, Timer::G, Timer::D]);
+        timers.clear();
+        assert_eq!(timers.next(), None);
     }
 
     #[test]

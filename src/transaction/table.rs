@@ -74,7 +74,9 @@ pub enum TableError {
 #[derive(Debug)]
 pub struct TransactionTable {
     capacity: usize,
-    entries: HashMap<TransactionKey, Entry>,
+    /// Boxed: the map's slots stay small (a transaction is some 400 bytes), so the
+    /// capacity it keeps free and every rehash cost a pointer each, not a transaction.
+    entries: HashMap<TransactionKey, Box<Entry>>,
     /// Each entry's next deadline, by (deadline, entry id): earliest first, ties in the
     /// order the machines were inserted.
     deadlines: BTreeMap<(Instant, u64), TransactionKey>,
@@ -119,7 +121,7 @@ impl TransactionTable {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.entries.insert(key.clone(), Entry { id, destination, scheduled: None, transaction });
+        self.entries.insert(key.clone(), Box::new(Entry { id, destination, scheduled: None, transaction }));
         self.settle(&key);
         Ok(())
     }
