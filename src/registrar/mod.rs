@@ -262,8 +262,7 @@ impl Registrar {
 
     /// What outlives the process: bindings not tied to a flow.
     pub fn snapshot(&self, now: Instant, now_unix: Duration) -> Snapshot {
-        let bindings = self.store.all().iter().filter_map(|b| StoredBinding::from_binding(b, now, now_unix)).collect();
-        Snapshot { version: 1, bindings }
+        Snapshot { version: 1, bindings: self.store.stored(now, now_unix) }
     }
 
     /// Loads a snapshot written by an earlier run; returns how many bindings came back.
