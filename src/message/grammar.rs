@@ -93,7 +93,11 @@ pub(crate) fn status_line(i: &[u8]) -> IResult<&[u8], StatusLine<'_>> {
 /// `header-name HCOLON` where `HCOLON = *( SP / HTAB ) ":" SWS`: returns the name and the
 /// offset at which the value starts (leading whitespace skipped).
 pub(crate) fn header_name_colon(line: &[u8]) -> Option<(&[u8], usize)> {
-    let (rest, name) = token(line).ok()?;
+    let name_len = line.iter().position(|&c| !is_token_char(c)).unwrap_or(line.len());
+    if name_len == 0 {
+        return None;
+    }
+    let (name, rest) = line.split_at(name_len);
     let rest = trim_start(rest);
     let rest = rest.strip_prefix(b":")?;
     let value_start = line.len() - trim_start(rest).len();
@@ -128,11 +132,18 @@ pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// Parses an unsigned decimal made only of digits (`1*DIGIT`), rejecting overflow.
-pub(crate) fn decimal<T: std::str::FromStr>(s: &[u8]) -> Option<T> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+pub(crate) fn decimal<T: TryFrom<u64>>(s: &[u8]) -> Option<T> {
+    if s.is_empty() {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    T::try_from(n).ok()
 }
 
 /// Splits a header value on the commas that separate list elements (`#element`, §7.3.1):

@@ -22,11 +22,26 @@ impl Host {
             let text = std::str::from_utf8(inner).map_err(|_| UriError::Host)?;
             return text.parse::<Ipv6Addr>().map(|ip| Self::Ip(IpAddr::V6(ip))).map_err(|_| UriError::Host);
         }
-        if s.is_empty() || !s.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.') {
+        // One pass: the characters allowed, whether only digits and dots (only those can
+        // be an IPv4 address: a name never tries), and where the top label starts.
+        let mut digits_and_dots = true;
+        let mut label_start = 0;
+        let mut top_start = None;
+        for (i, &c) in s.iter().enumerate() {
+            match c {
+                b'.' => label_start = i + 1,
+                b'0'..=b'9' => top_start = Some(label_start),
+                b'a'..=b'z' | b'A'..=b'Z' | b'-' => {
+                    digits_and_dots = false;
+                    top_start = Some(label_start);
+                }
+                _ => return Err(UriError::Host),
+            }
+        }
+        if s.is_empty() {
             return Err(UriError::Host);
         }
-        // Only digits and dots can be an IPv4 address: a name never tries.
-        if s.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        if digits_and_dots {
             if let Some(ip) = dotted_quad(s) {
                 return Ok(Self::Ip(IpAddr::V4(ip)));
             }
@@ -37,12 +52,7 @@ impl Host {
         }
         // `hostname = *( domainlabel "." ) toplabel [ "." ]`: a toplabel starts with a letter.
         // A dotted all-digit name that is not an IPv4 address is malformed.
-        let mut labels = s;
-        while let Some(rest) = labels.strip_suffix(b".") {
-            labels = rest;
-        }
-        let top = labels.rsplit(|&c| c == b'.').next().unwrap_or_default();
-        if !top.first().is_some_and(u8::is_ascii_alphabetic) {
+        if !top_start.and_then(|at| s.get(at)).is_some_and(u8::is_ascii_alphabetic) {
             return Err(UriError::Host);
         }
         String::from_utf8(s.to_ascii_lowercase()).map(Self::Name).map_err(|_| UriError::Host)
@@ -69,16 +79,40 @@ impl fmt::Display for Host {
 /// sent-by of nearly every Via is one. `None` leaves the decision to that parser.
 fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+    let mut index = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || index == 3 {
+                return None;
+            }
+            octets[index] = u8::try_from(value).ok()?;
+            index += 1;
+            (value, digits) = (0, 0);
+            continue;
+        }
+        // At most three digits, and no leading zero.
+        if !c.is_ascii_digit() || digits == 3 || (digits == 1 && value == 0) {
             return None;
         }
-        let value = part.iter().try_fold(0u16, |n, &c| c.is_ascii_digit().then(|| n * 10 + u16::from(c - b'0')))?;
-        *octet = u8::try_from(value).ok()?;
+        value = value * 10 + u16::from(c - b'0');
+        digits += 1;
     }
-    parts.next().is_none().then(|| std::net::Ipv4Addr::from(octets))
+    if digits == 0 || index != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// The text of a URI part: copied as it is when it is UTF-8 (always, from a parsed
+/// message), with replacement characters otherwise.
+fn owned_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// Splits `hostport = host [ ":" port ]`, IPv6 references included.
@@ -184,12 +218,12 @@ impl SipUri {
                 if user.is_empty() {
                     return Err(UriError::User);
                 }
-                (Some(String::from_utf8_lossy(user).into_owned()), &s[at + 1..])
+                (Some(owned_text(user)), &s[at + 1..])
             }
             None => (None, s),
         };
         let (before_headers, headers) = match memchr::memchr(b'?', hostpart) {
-            Some(q) => (&hostpart[..q], Some(String::from_utf8_lossy(&hostpart[q + 1..]).into_owned())),
+            Some(q) => (&hostpart[..q], Some(owned_text(&hostpart[q + 1..]))),
             None => (hostpart, None),
         };
         let (hostport, params) = match memchr::memchr(b';', before_headers) {
@@ -197,7 +231,7 @@ impl SipUri {
             None => (before_headers, &b""[..]),
         };
         let (host, port) = parse_hostport(hostport)?;
-        Ok(Self { secure, user, host, port, params: String::from_utf8_lossy(params).into_owned(), headers })
+        Ok(Self { secure, user, host, port, params: owned_text(params), headers })
     }
 
     /// The value of a URI parameter (`transport`, `lr`, `ob`, ...), names compared

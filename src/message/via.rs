@@ -28,7 +28,16 @@ impl<'a> Via<'a> {
         // `rest` stays a suffix of `raw`, so offsets into `raw` follow from its length.
         let mut rest = raw;
         let mut parts = [&b""[..]; 3];
-        for (n, part) in parts.iter_mut().enumerate() {
+        // Nearly every Via starts `SIP/2.0/`: the loop below reads that prefix the same way.
+        let first = if raw.len() > 8 && raw[..8].eq_ignore_ascii_case(b"SIP/2.0/") {
+            parts[0] = &raw[..3];
+            parts[1] = &raw[4..7];
+            rest = &raw[8..];
+            2
+        } else {
+            0
+        };
+        for (n, part) in parts.iter_mut().enumerate().skip(first) {
             rest = trim_lws(rest);
             let end = rest.iter().position(|&c| !grammar::is_token_char(c)).unwrap_or(rest.len());
             *part = &rest[..end];
