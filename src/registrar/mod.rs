@@ -371,26 +371,49 @@ fn q_value(v: &[u8]) -> Option<u16> {
 fn key_of(uri: &Uri) -> String {
     match uri {
         Uri::Sip(u) => {
-            let mut params: Vec<String> = crate::message::uri_params(&u.params)
+            // `name=value`, lower-cased, of the parameters that matter, sorted.
+            let mut params: Vec<(&[u8], &[u8])> = crate::message::uri_params(&u.params)
                 .filter(|p| {
-                    matches!(
-                        p.name.to_ascii_lowercase().as_slice(),
-                        b"transport" | b"user" | b"method" | b"maddr" | b"ttl"
-                    )
+                    ["transport", "user", "method", "maddr", "ttl"]
+                        .iter()
+                        .any(|known| p.name.eq_ignore_ascii_case(known.as_bytes()))
                 })
-                .map(|p| {
-                    String::from_utf8_lossy(&[p.name, b"=", p.value.unwrap_or_default()].concat()).to_ascii_lowercase()
-                })
+                .map(|p| (p.name, p.value.unwrap_or_default()))
                 .collect();
-            params.sort();
-            format!(
-                "{}:{}@{}:{}|{}",
-                if u.secure { "sips" } else { "sip" },
-                u.user.as_deref().unwrap_or_default(),
-                u.host,
-                u.port.unwrap_or(0),
-                params.join(";")
-            )
+            let lowered = |(name, value): &(&[u8], &[u8])| {
+                name.iter().chain(b"=").chain(value.iter()).map(u8::to_ascii_lowercase).collect::<Vec<u8>>()
+            };
+            params.sort_by_cached_key(lowered);
+            let mut key = String::with_capacity(u.params.len() + 64);
+            key.push_str(if u.secure { "sips:" } else { "sip:" });
+            key.push_str(u.user.as_deref().unwrap_or_default());
+            key.push('@');
+            match &u.host {
+                Host::Name(name) => key.push_str(name),
+                Host::Ip(ip) => {
+                    let mut text = Vec::with_capacity(40);
+                    crate::message::via::push_ip(&mut text, *ip);
+                    let text = String::from_utf8_lossy(&text);
+                    if ip.is_ipv6() {
+                        key.push('[');
+                        key.push_str(&text);
+                        key.push(']');
+                    } else {
+                        key.push_str(&text);
+                    }
+                }
+            }
+            key.push(':');
+            push_decimal(&mut key, u.port.unwrap_or(0).into());
+            key.push('|');
+            for (i, param) in params.iter().enumerate() {
+                if i > 0 {
+                    key.push(';');
+                }
+                // The parameters are slices of a String: lower-casing ASCII keeps them UTF-8.
+                key.push_str(&String::from_utf8_lossy(&lowered(param)));
+            }
+            key
         }
         Uri::Other { scheme, rest } => format!("{scheme}:{rest}"),
     }
@@ -412,7 +435,8 @@ fn with_expires(contact: &str, secs: u64) -> String {
         out.push(';');
         out.push_str(&String::from_utf8_lossy(name));
         if name.eq_ignore_ascii_case(b"expires") {
-            out.push_str(&format!("={secs}"));
+            out.push('=');
+            push_decimal(&mut out, secs);
             replaced = true;
         } else if let Some(v) = value {
             out.push('=');
@@ -420,9 +444,16 @@ fn with_expires(contact: &str, secs: u64) -> String {
         }
     }
     if !replaced {
-        out.push_str(&format!(";expires={secs}"));
+        out.push_str(";expires=");
+        push_decimal(&mut out, secs);
     }
     out
+}
+
+fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = Vec::with_capacity(20);
+    crate::message::via::push_decimal(&mut digits, n);
+    out.extend(digits.into_iter().map(char::from));
 }
 
 #[cfg(test)]
@@ -460,6 +491,52 @@ mod tests {
 
     const JSSIP: &str = "<sip:u5ve0fk9@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;\
                          +sip.instance=\"<urn:uuid:0c6b2d4e-4fa1-4b57-a8b3-7d1d1d8f9a30>\";expires=600";
+
+    /// How the comparison key was built before it avoided `format!`: the reference.
+    fn key_of_reference(uri: &Uri) -> String {
+        match uri {
+            Uri::Sip(u) => {
+                let mut params: Vec<String> = crate::message::uri_params(&u.params)
+                    .filter(|p| {
+                        matches!(
+                            p.name.to_ascii_lowercase().as_slice(),
+                            b"transport" | b"user" | b"method" | b"maddr" | b"ttl"
+                        )
+                    })
+                    .map(|p| {
+                        String::from_utf8_lossy(&[p.name, b"=", p.value.unwrap_or_default()].concat())
+                            .to_ascii_lowercase()
+                    })
+                    .collect();
+                params.sort();
+                format!(
+                    "{}:{}@{}:{}|{}",
+                    if u.secure { "sips" } else { "sip" },
+                    u.user.as_deref().unwrap_or_default(),
+                    u.host,
+                    u.port.unwrap_or(0),
+                    params.join(";")
+                )
+            }
+            Uri::Other { scheme, rest } => format!("{scheme}:{rest}"),
+        }
+    }
+
+    #[test]
+    fn contact_keys_are_what_they_were() {
+        for uri in [
+            "sip:alice@192.0.2.1:5060;transport=UDP",
+            "sips:Alice@Example.COM;ob;User=Phone;TRANSPORT=tls;maddr=239.1.1.1;ttl=5;method=INVITE",
+            "sip:[2001:db8::1]:5070;transport=tcp;lr",
+            "sip:u5ve0fk9@df7jal23ls0d.invalid;transport=ws",
+            "sip:bob@h;user=ip;transport=udp;user=phone",
+            "sip:x@h;maddr",
+            "tel:+15550100",
+        ] {
+            let parsed = Uri::parse(uri.as_bytes()).unwrap();
+            assert_eq!(key_of(&parsed), key_of_reference(&parsed), "{uri}");
+        }
+    }
 
     #[test]
     fn jssip_register_is_stored_with_its_flow_and_echoed_byte_for_byte() {
