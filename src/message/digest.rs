@@ -161,19 +161,30 @@ pub fn parse_credentials(value: &[u8]) -> Result<DigestCredentials, DigestError>
     let mut qop = None;
     let mut opaque = None;
     for param in &params {
-        let slot = match param.name.to_ascii_lowercase().as_slice() {
-            b"username" => &mut username,
-            b"realm" => &mut realm,
-            b"nonce" => &mut nonce,
-            b"uri" => &mut uri,
-            b"response" => &mut response,
-            b"algorithm" => &mut algorithm,
-            b"cnonce" => &mut cnonce,
-            b"nc" => &mut nc_raw,
-            b"qop" => &mut qop,
-            b"opaque" => &mut opaque,
+        let name = param.name;
+        let slot = if name.eq_ignore_ascii_case(b"username") {
+            &mut username
+        } else if name.eq_ignore_ascii_case(b"realm") {
+            &mut realm
+        } else if name.eq_ignore_ascii_case(b"nonce") {
+            &mut nonce
+        } else if name.eq_ignore_ascii_case(b"uri") {
+            &mut uri
+        } else if name.eq_ignore_ascii_case(b"response") {
+            &mut response
+        } else if name.eq_ignore_ascii_case(b"algorithm") {
+            &mut algorithm
+        } else if name.eq_ignore_ascii_case(b"cnonce") {
+            &mut cnonce
+        } else if name.eq_ignore_ascii_case(b"nc") {
+            &mut nc_raw
+        } else if name.eq_ignore_ascii_case(b"qop") {
+            &mut qop
+        } else if name.eq_ignore_ascii_case(b"opaque") {
+            &mut opaque
+        } else {
             // auth-param: extensions (userhash, username*) are read past, not understood.
-            _ => continue,
+            continue;
         };
         *slot = Some(text(&param.value)?);
     }
@@ -264,7 +275,8 @@ fn digest_params(value: &[u8]) -> Result<Vec<AuthParam<'_>>, DigestError> {
         // `Digest,` or `Digest"`: LWS must follow the scheme.
         return Err(DigestError::Separator);
     }
-    let mut params: Vec<AuthParam<'_>> = Vec::new();
+    // JsSIP sends 9 parameters, SIPp 8: one allocation for all of them.
+    let mut params: Vec<AuthParam<'_>> = Vec::with_capacity(12);
     let mut rest = skip_separators(trim_lws(rest));
     while !rest.is_empty() {
         if params.len() == MAX_PARAMS {

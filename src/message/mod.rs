@@ -407,7 +407,7 @@ impl Message {
     /// read or needs nothing.
     pub fn with_stamped_via(self, source: std::net::SocketAddr) -> Self {
         let Some(h) = self.header(HeaderName::Via).copied() else { return self };
-        let value = self.value(&h).into_owned();
+        let value = self.value(&h);
         let mut elements = grammar::comma_elements(&value);
         let Some(top) = elements.next() else { return self };
         let Ok(via) = Via::parse(top) else { return self };
@@ -415,19 +415,40 @@ impl Message {
         if stamped == top {
             return self;
         }
+        let line_start = h.line.start as usize;
         let mut out = Vec::with_capacity(self.bytes.len() + 48);
-        out.extend_from_slice(&self.bytes[..h.line.start as usize]);
+        out.extend_from_slice(&self.bytes[..line_start]);
         out.extend_from_slice(b"Via: ");
+        let value_start = out.len();
         out.extend_from_slice(&stamped);
         for rest in elements {
             out.extend_from_slice(b", ");
             out.extend_from_slice(rest);
         }
+        let line_end = out.len();
         out.extend_from_slice(&self.bytes[h.line.end as usize..self.body.end as usize]);
-        let limits = Limits { max_message_size: usize::MAX, max_headers: usize::MAX };
-        // The bytes are the parsed message with one header value replaced by a valid one.
-        let original = self.clone();
-        Self::parse(Bytes::from(out), &limits).unwrap_or(original)
+        // Only the Via line changed: everything after it moves by the change in its
+        // length, so the spans are shifted rather than the message parsed again (what a
+        // parse of `out` would find, as the tests check).
+        let delta = line_end as i64 - h.line.end as i64;
+        let shift = |span: Span| Span::new((span.start as i64 + delta) as usize, (span.end as i64 + delta) as usize);
+        let headers = self
+            .headers
+            .iter()
+            .map(|other| match other.line.start.cmp(&h.line.start) {
+                std::cmp::Ordering::Less => *other,
+                std::cmp::Ordering::Equal => Header {
+                    name: HeaderName::Via,
+                    line: Span::new(line_start, line_end),
+                    name_len: 3,
+                    value: Span::new(value_start, line_end),
+                    folded: false,
+                },
+                std::cmp::Ordering::Greater => Header { line: shift(other.line), value: shift(other.value), ..*other },
+            })
+            .collect();
+        drop(value);
+        Self { bytes: Bytes::from(out), start: self.start, version: self.version, headers, body: shift(self.body) }
     }
 
     /// The first element of the first Via field: the hop that sent this message.
@@ -615,6 +636,23 @@ mod tests {
             b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/WS a.invalid;branch=z9hG4bK1;received=192.0.2.1, SIP/2.0/UDP p\r\nCall-ID: c\r\nl: 2\r\n\r\nhi"
         );
         assert_eq!(m.body(), b"hi");
+    }
+
+    #[test]
+    fn stamping_shifts_every_span_as_a_fresh_parse_would_find_it() {
+        let source: std::net::SocketAddr = "192.0.2.1:5555".parse().unwrap();
+        let messages = [
+            "OPTIONS sip:h SIP/2.0\r\nv: SIP/2.0/WS a.invalid;branch=z9hG4bK1, SIP/2.0/UDP p\r\nCall-ID: c\r\nl: 2\r\n\r\nhi",
+            "INVITE sip:b@h SIP/2.0\r\nMax-Forwards: 70\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK2\r\n\
+             Via: SIP/2.0/TCP q;branch=z9hG4bK3\r\nTo: <sip:b@h>\r\nContent-Length: 4\r\n\r\nbodyextra",
+            "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP\r\n  10.0.0.1;rport;received=1.1.1.1;branch=z9hG4bK4 , SIP/2.0/UDP x\r\n\
+             Call-ID: c\r\n\r\n",
+        ];
+        for text in messages {
+            let stamped = parse(text).unwrap().with_stamped_via(source);
+            let reparsed = Message::parse(stamped.bytes(), &Limits::default()).unwrap();
+            assert_eq!(stamped, reparsed, "{text}");
+        }
     }
 
     #[test]

@@ -34,24 +34,45 @@ impl Reply<'_> {
 
 /// The response to `request` as bytes ready to send.
 pub fn build(request: &Message, reply: &Reply<'_>) -> Vec<u8> {
-    let copied = request.headers().iter().filter(|h| is_copied(h.name)).map(|h| (h.name, request.value(h)));
-    write_response(copied, reply)
+    let copied = || request.headers().iter().filter(|h| is_copied(h.name)).map(|h| (h.name, request.value(h)));
+    let capacity = capacity(copied(), reply);
+    write_response(copied(), reply, capacity)
 }
 
 /// A response from the header values that [`super::salvage_for_reply`] recovered from a
 /// request too broken to parse.
 pub fn build_salvaged(fields: &[(HeaderName, Vec<u8>)], reply: &Reply<'_>) -> Vec<u8> {
-    write_response(fields.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))), reply)
+    let fields = || fields.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..])));
+    write_response(fields(), reply, capacity(fields(), reply))
+}
+
+/// What the response takes, or a little more: it is allocated once at this size. A UDP
+/// server transaction keeps its final response for Timer J (32 s), so a buffer grown by
+/// doubling would keep up to half of it unused all that time.
+fn capacity<'m>(fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>, reply: &Reply<'_>) -> usize {
+    // Status line; `;received=` with an IPv6 address and `;rport=` with a port; `;tag=`;
+    // Content-Length and the blank line.
+    const FIXED: usize = 16 + 56 + 16 + 24;
+    let reason = reply.reason.map_or(32, str::len);
+    let copied: usize = fields.map(|(name, value)| name.as_str().len() + 4 + value.len()).sum();
+    let ours: usize = reply.headers.iter().map(|(name, value)| name.len() + 4 + value.len()).sum();
+    FIXED + reason + copied + ours + reply.to_tag.map_or(0, str::len)
 }
 
 fn is_copied(name: HeaderName) -> bool {
     matches!(name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq)
 }
 
-fn write_response<'m>(fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>, reply: &Reply<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
+fn write_response<'m>(
+    fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>,
+    reply: &Reply<'_>,
+    capacity: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     let reason = reply.reason.unwrap_or_else(|| reason_phrase(reply.code));
-    out.extend_from_slice(format!("SIP/2.0 {} ", reply.code).as_bytes());
+    out.extend_from_slice(b"SIP/2.0 ");
+    super::via::push_decimal(&mut out, reply.code.into());
+    out.push(b' ');
     push_clean(&mut out, reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut first_via = true;
@@ -81,9 +102,9 @@ fn write_response<'m>(fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>,
 fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], source: Option<SocketAddr>) {
     let mut elements = grammar::comma_elements(value);
     if let Some(top) = elements.next() {
-        match (source, Via::parse(top)) {
-            (Some(src), Ok(via)) => out.extend_from_slice(&via.stamped(src)),
-            _ => push_clean(out, top),
+        match source.and_then(|src| Via::parse(top).ok().map(|via| via.stamped(src))) {
+            Some(stamped) => out.extend_from_slice(&stamped),
+            None => push_clean(out, top),
         }
     }
     for rest in elements {
@@ -103,8 +124,12 @@ fn write_to(out: &mut Vec<u8>, value: &[u8], reply: &Reply<'_>) {
 }
 
 /// Copies bytes, dropping CR and LF so no value can end a header early.
-fn push_clean(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend(bytes.iter().filter(|&&c| c != b'\r' && c != b'\n'));
+fn push_clean(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', bytes) {
+        out.extend_from_slice(&bytes[..i]);
+        bytes = &bytes[i + 1..];
+    }
+    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]
@@ -139,6 +164,27 @@ mod tests {
         );
         let reparsed = Message::parse(Bytes::from(out), &Limits::default()).unwrap();
         assert_eq!(reparsed.status(), Some(200));
+    }
+
+    #[test]
+    fn the_buffer_is_allocated_once_at_its_final_size() {
+        let req = Message::parse(
+            Bytes::from_static(
+                b"REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\n\
+                  f: <sip:a@h>;tag=9\r\nt: <sip:a@h>\r\nCall-ID: c1\r\nCSeq: 3 REGISTER\r\n\r\n",
+            ),
+            &Limits::default(),
+        )
+        .unwrap();
+        for code in [100, 200, 401, 481, 503] {
+            let mut reply = Reply::new(code);
+            reply.to_tag = Some("0123456789abcdef");
+            reply.source = Some("[2001:db8:1:2:3:4:5:6]:65535".parse().unwrap());
+            reply.headers.push(("WWW-Authenticate", "Digest realm=\"h\", nonce=\"abc\"".into()));
+            let out = build(&req, &reply);
+            let copied = req.headers().iter().map(|h| (h.name, req.value(h)));
+            assert!(out.len() <= capacity(copied, &reply), "{code}: {} bytes", out.len());
+        }
     }
 
     #[test]

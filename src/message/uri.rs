@@ -22,20 +22,40 @@ impl Host {
             let text = std::str::from_utf8(inner).map_err(|_| UriError::Host)?;
             return text.parse::<Ipv6Addr>().map(|ip| Self::Ip(IpAddr::V6(ip))).map_err(|_| UriError::Host);
         }
-        if s.is_empty() || !s.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.') {
+        // One pass: the characters allowed, whether only digits and dots (only those can
+        // be an IPv4 address: a name never tries), and where the top label starts.
+        let mut digits_and_dots = true;
+        let mut label_start = 0;
+        let mut top_start = None;
+        for (i, &c) in s.iter().enumerate() {
+            match c {
+                b'.' => label_start = i + 1,
+                b'0'..=b'9' => top_start = Some(label_start),
+                b'a'..=b'z' | b'A'..=b'Z' | b'-' => {
+                    digits_and_dots = false;
+                    top_start = Some(label_start);
+                }
+                _ => return Err(UriError::Host),
+            }
+        }
+        if s.is_empty() {
             return Err(UriError::Host);
         }
-        let text = std::str::from_utf8(s).map_err(|_| UriError::Host)?;
-        if let Ok(ip) = text.parse::<std::net::Ipv4Addr>() {
-            return Ok(Self::Ip(IpAddr::V4(ip)));
+        if digits_and_dots {
+            if let Some(ip) = dotted_quad(s) {
+                return Ok(Self::Ip(IpAddr::V4(ip)));
+            }
+            let text = std::str::from_utf8(s).map_err(|_| UriError::Host)?;
+            if let Ok(ip) = text.parse::<std::net::Ipv4Addr>() {
+                return Ok(Self::Ip(IpAddr::V4(ip)));
+            }
         }
         // `hostname = *( domainlabel "." ) toplabel [ "." ]`: a toplabel starts with a letter.
         // A dotted all-digit name that is not an IPv4 address is malformed.
-        let top = text.trim_end_matches('.').rsplit('.').next().unwrap_or_default();
-        if !top.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        if !top_start.and_then(|at| s.get(at)).is_some_and(u8::is_ascii_alphabetic) {
             return Err(UriError::Host);
         }
-        Ok(Self::Name(text.to_ascii_lowercase()))
+        String::from_utf8(s.to_ascii_lowercase()).map(Self::Name).map_err(|_| UriError::Host)
     }
 
     /// RFC 7118 §5 and RFC 5626: `.invalid` names are placeholders and are never resolved.
@@ -51,6 +71,47 @@ impl fmt::Display for Host {
             Self::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
             Self::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
         }
+    }
+}
+
+/// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT` as the standard library
+/// reads it (each part at most 255, no leading zero), without its general parser: the
+/// sent-by of nearly every Via is one. `None` leaves the decision to that parser.
+fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut index = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || index == 3 {
+                return None;
+            }
+            octets[index] = u8::try_from(value).ok()?;
+            index += 1;
+            (value, digits) = (0, 0);
+            continue;
+        }
+        // At most three digits, and no leading zero.
+        if !c.is_ascii_digit() || digits == 3 || (digits == 1 && value == 0) {
+            return None;
+        }
+        value = value * 10 + u16::from(c - b'0');
+        digits += 1;
+    }
+    if digits == 0 || index != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// The text of a URI part: copied as it is when it is UTF-8 (always, from a parsed
+/// message), with replacement characters otherwise.
+fn owned_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -157,12 +218,12 @@ impl SipUri {
                 if user.is_empty() {
                     return Err(UriError::User);
                 }
-                (Some(String::from_utf8_lossy(user).into_owned()), &s[at + 1..])
+                (Some(owned_text(user)), &s[at + 1..])
             }
             None => (None, s),
         };
         let (before_headers, headers) = match memchr::memchr(b'?', hostpart) {
-            Some(q) => (&hostpart[..q], Some(String::from_utf8_lossy(&hostpart[q + 1..]).into_owned())),
+            Some(q) => (&hostpart[..q], Some(owned_text(&hostpart[q + 1..]))),
             None => (hostpart, None),
         };
         let (hostport, params) = match memchr::memchr(b';', before_headers) {
@@ -170,7 +231,7 @@ impl SipUri {
             None => (before_headers, &b""[..]),
         };
         let (host, port) = parse_hostport(hostport)?;
-        Ok(Self { secure, user, host, port, params: String::from_utf8_lossy(params).into_owned(), headers })
+        Ok(Self { secure, user, host, port, params: owned_text(params), headers })
     }
 
     /// The value of a URI parameter (`transport`, `lr`, `ob`, ...), names compared
@@ -301,6 +362,55 @@ mod tests {
         match Uri::parse(s.as_bytes()) {
             Ok(Uri::Sip(u)) => u,
             other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hosts_are_names_addresses_or_errors() {
+        let name = |s: &str| Ok(Host::Name(s.into()));
+        let cases: [(&str, Result<Host, UriError>); 11] = [
+            ("Example.COM", name("example.com")),
+            ("example.com.", name("example.com.")),
+            ("a1.b-2.c3", name("a1.b-2.c3")),
+            ("x..", name("x..")),
+            ("192.0.2.1", Ok(Host::Ip("192.0.2.1".parse().unwrap()))),
+            ("192.0.2.1.", Err(UriError::Host)),
+            ("1.2.3", Err(UriError::Host)),
+            ("123", Err(UriError::Host)),
+            ("example.123", Err(UriError::Host)),
+            ("exa_mple.com", Err(UriError::Host)),
+            ("", Err(UriError::Host)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Host::parse(text.as_bytes()), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn dotted_quads_read_as_the_standard_library_reads_them() {
+        let cases = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.0.0.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "1.2.3.",
+            ".1.2.3",
+            "1000.1.1.1",
+            "00.1.1.1",
+            "0.10.100.200",
+            "1.2.3.04",
+            "",
+        ];
+        for case in cases {
+            assert_eq!(dotted_quad(case.as_bytes()), case.parse().ok(), "{case}");
+        }
+        for n in 0..=300u32 {
+            let text = format!("{n}.{}.0.{}", n % 7, 300 - n);
+            assert_eq!(dotted_quad(text.as_bytes()), text.parse().ok(), "{text}");
         }
     }
 

@@ -28,7 +28,16 @@ impl<'a> Via<'a> {
         // `rest` stays a suffix of `raw`, so offsets into `raw` follow from its length.
         let mut rest = raw;
         let mut parts = [&b""[..]; 3];
-        for (n, part) in parts.iter_mut().enumerate() {
+        // Nearly every Via starts `SIP/2.0/`: the loop below reads that prefix the same way.
+        let first = if raw.len() > 8 && raw[..8].eq_ignore_ascii_case(b"SIP/2.0/") {
+            parts[0] = &raw[..3];
+            parts[1] = &raw[4..7];
+            rest = &raw[8..];
+            2
+        } else {
+            0
+        };
+        for (n, part) in parts.iter_mut().enumerate().skip(first) {
             rest = trim_lws(rest);
             let end = rest.iter().position(|&c| !grammar::is_token_char(c)).unwrap_or(rest.len());
             *part = &rest[..end];
@@ -96,7 +105,8 @@ impl<'a> Via<'a> {
             }
             out.push(b';');
             if p.name.eq_ignore_ascii_case(b"rport") {
-                out.extend_from_slice(format!("rport={}", source.port()).as_bytes());
+                out.extend_from_slice(b"rport=");
+                push_decimal(&mut out, source.port().into());
                 continue;
             }
             out.extend_from_slice(p.name);
@@ -106,9 +116,41 @@ impl<'a> Via<'a> {
             }
         }
         if needs_received {
-            out.extend_from_slice(format!(";received={}", source.ip()).as_bytes());
+            out.extend_from_slice(b";received=");
+            push_ip(&mut out, source.ip());
         }
         out
+    }
+}
+
+/// Appends `n` in decimal: what `format!` does, without its machinery, for the numbers
+/// written into every message we stamp or build.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends an address as `Display` writes it (IPv6 without brackets).
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, octet.into());
+            }
+        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
     }
 }
 
@@ -157,5 +199,20 @@ mod tests {
         let src6: SocketAddr = "[2001:db8::1]:5060".parse().unwrap();
         let v = Via::parse(b"SIP/2.0/UDP host.example;rport").unwrap();
         assert_eq!(v.stamped(src6), b"SIP/2.0/UDP host.example;rport=5060;received=2001:db8::1");
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [0u64, 7, 10, 65535, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for ip in ["0.0.0.0", "192.0.2.255", "10.20.3.4", "2001:db8::1", "::ffff:192.0.2.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
+        }
     }
 }

@@ -93,12 +93,14 @@ pub struct Registrar {
     store: Box<dyn LocationStore>,
 }
 
-/// One Contact of a REGISTER, read.
+/// One Contact of a REGISTER, read: borrowed from the request, so that checking the
+/// Contacts before authentication copies nothing.
 #[derive(Debug)]
-struct ContactRequest {
-    raw: String,
-    uri: String,
-    key: String,
+struct ContactRequest<'a> {
+    /// The element as the client wrote it.
+    raw: &'a [u8],
+    uri: &'a str,
+    parsed: Uri,
     expires: Option<u32>,
     q: Option<u16>,
     instance: Option<String>,
@@ -190,9 +192,10 @@ impl Registrar {
             let reg_id = contact.reg_id.filter(|_| outbound && contact.instance.is_some());
             require_outbound |= reg_id.is_some() && expires != 0;
             // RFC 5626 §6: an instance and reg-id name one flow, whatever the URI; else the URI.
+            let key = std::cell::OnceCell::new();
             let existing = current.iter().position(|b| match (reg_id, &contact.instance) {
                 (Some(id), Some(instance)) => b.reg_id == Some(id) && b.instance.as_deref() == Some(instance.as_str()),
-                _ => uri_key(&b.uri) == contact.key,
+                _ => uri_key(&b.uri) == *key.get_or_init(|| key_of(&contact.parsed)),
             });
             if let Some(i) = existing {
                 let b = &current[i];
@@ -211,8 +214,8 @@ impl Registrar {
             }
             current.push(Binding {
                 aor: aor.clone(),
-                contact: contact.raw,
-                uri: contact.uri,
+                contact: String::from_utf8_lossy(contact.raw).into_owned(),
+                uri: contact.uri.to_owned(),
                 q: contact.q,
                 expires_at: now + Duration::from_secs(u64::from(expires)),
                 call_id: call_id.clone(),
@@ -259,8 +262,7 @@ impl Registrar {
 
     /// What outlives the process: bindings not tied to a flow.
     pub fn snapshot(&self, now: Instant, now_unix: Duration) -> Snapshot {
-        let bindings = self.store.all().iter().filter_map(|b| StoredBinding::from_binding(b, now, now_unix)).collect();
-        Snapshot { version: 1, bindings }
+        Snapshot { version: 1, bindings: self.store.stored(now, now_unix) }
     }
 
     /// Loads a snapshot written by an earlier run; returns how many bindings came back.
@@ -312,7 +314,7 @@ impl Registrar {
     }
 }
 
-fn read_contact(element: &[u8]) -> Result<ContactRequest, RegisterError> {
+fn read_contact(element: &[u8]) -> Result<ContactRequest<'_>, RegisterError> {
     const BAD: RegisterError = RegisterError::Malformed("Malformed Contact Header");
     let addr = NameAddr::parse(element).map_err(|_| BAD)?;
     let uri = std::str::from_utf8(addr.uri).map_err(|_| BAD)?;
@@ -321,27 +323,20 @@ fn read_contact(element: &[u8]) -> Result<ContactRequest, RegisterError> {
     if !addr.bracketed && parsed.as_sip().is_some_and(|u| u.headers.is_some()) {
         return Err(RegisterError::Malformed("Contact URI With Headers Must Be In Angle Brackets"));
     }
-    let mut contact = ContactRequest {
-        raw: String::from_utf8_lossy(element).into_owned(),
-        uri: uri.to_string(),
-        key: key_of(&parsed),
-        expires: None,
-        q: None,
-        instance: None,
-        reg_id: None,
-    };
+    let mut contact =
+        ContactRequest { raw: element, uri, parsed, expires: None, q: None, instance: None, reg_id: None };
     for Param { name, value } in addr.params() {
         let value = value.map(crate::message::unquote);
-        match name.to_ascii_lowercase().as_slice() {
-            b"expires" => {
-                // §10.2.1.1: an unreadable expires is ignored in favour of the default... but a
-                // negative or overflowing one is a client bug worth a clear answer.
-                contact.expires = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?);
-            }
-            b"q" => contact.q = Some(value.as_deref().and_then(q_value).ok_or(BAD)?),
-            b"+sip.instance" => contact.instance = value.map(|v| String::from_utf8_lossy(&v).into_owned()),
-            b"reg-id" => contact.reg_id = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?),
-            _ => {}
+        if name.eq_ignore_ascii_case(b"expires") {
+            // §10.2.1.1: an unreadable expires is ignored in favour of the default... but a
+            // negative or overflowing one is a client bug worth a clear answer.
+            contact.expires = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?);
+        } else if name.eq_ignore_ascii_case(b"q") {
+            contact.q = Some(value.as_deref().and_then(q_value).ok_or(BAD)?);
+        } else if name.eq_ignore_ascii_case(b"+sip.instance") {
+            contact.instance = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+        } else if name.eq_ignore_ascii_case(b"reg-id") {
+            contact.reg_id = Some(value.as_deref().and_then(decimal_u32).ok_or(BAD)?);
         }
     }
     Ok(contact)
@@ -376,26 +371,49 @@ fn q_value(v: &[u8]) -> Option<u16> {
 fn key_of(uri: &Uri) -> String {
     match uri {
         Uri::Sip(u) => {
-            let mut params: Vec<String> = crate::message::uri_params(&u.params)
+            // `name=value`, lower-cased, of the parameters that matter, sorted.
+            let mut params: Vec<(&[u8], &[u8])> = crate::message::uri_params(&u.params)
                 .filter(|p| {
-                    matches!(
-                        p.name.to_ascii_lowercase().as_slice(),
-                        b"transport" | b"user" | b"method" | b"maddr" | b"ttl"
-                    )
+                    ["transport", "user", "method", "maddr", "ttl"]
+                        .iter()
+                        .any(|known| p.name.eq_ignore_ascii_case(known.as_bytes()))
                 })
-                .map(|p| {
-                    String::from_utf8_lossy(&[p.name, b"=", p.value.unwrap_or_default()].concat()).to_ascii_lowercase()
-                })
+                .map(|p| (p.name, p.value.unwrap_or_default()))
                 .collect();
-            params.sort();
-            format!(
-                "{}:{}@{}:{}|{}",
-                if u.secure { "sips" } else { "sip" },
-                u.user.as_deref().unwrap_or_default(),
-                u.host,
-                u.port.unwrap_or(0),
-                params.join(";")
-            )
+            let lowered = |(name, value): &(&[u8], &[u8])| {
+                name.iter().chain(b"=").chain(value.iter()).map(u8::to_ascii_lowercase).collect::<Vec<u8>>()
+            };
+            params.sort_by_cached_key(lowered);
+            let mut key = String::with_capacity(u.params.len() + 64);
+            key.push_str(if u.secure { "sips:" } else { "sip:" });
+            key.push_str(u.user.as_deref().unwrap_or_default());
+            key.push('@');
+            match &u.host {
+                Host::Name(name) => key.push_str(name),
+                Host::Ip(ip) => {
+                    let mut text = Vec::with_capacity(40);
+                    crate::message::via::push_ip(&mut text, *ip);
+                    let text = String::from_utf8_lossy(&text);
+                    if ip.is_ipv6() {
+                        key.push('[');
+                        key.push_str(&text);
+                        key.push(']');
+                    } else {
+                        key.push_str(&text);
+                    }
+                }
+            }
+            key.push(':');
+            push_decimal(&mut key, u.port.unwrap_or(0).into());
+            key.push('|');
+            for (i, param) in params.iter().enumerate() {
+                if i > 0 {
+                    key.push(';');
+                }
+                // The parameters are slices of a String: lower-casing ASCII keeps them UTF-8.
+                key.push_str(&String::from_utf8_lossy(&lowered(param)));
+            }
+            key
         }
         Uri::Other { scheme, rest } => format!("{scheme}:{rest}"),
     }
@@ -417,7 +435,8 @@ fn with_expires(contact: &str, secs: u64) -> String {
         out.push(';');
         out.push_str(&String::from_utf8_lossy(name));
         if name.eq_ignore_ascii_case(b"expires") {
-            out.push_str(&format!("={secs}"));
+            out.push('=');
+            push_decimal(&mut out, secs);
             replaced = true;
         } else if let Some(v) = value {
             out.push('=');
@@ -425,9 +444,16 @@ fn with_expires(contact: &str, secs: u64) -> String {
         }
     }
     if !replaced {
-        out.push_str(&format!(";expires={secs}"));
+        out.push_str(";expires=");
+        push_decimal(&mut out, secs);
     }
     out
+}
+
+fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = Vec::with_capacity(20);
+    crate::message::via::push_decimal(&mut digits, n);
+    out.extend(digits.into_iter().map(char::from));
 }
 
 #[cfg(test)]
@@ -465,6 +491,52 @@ mod tests {
 
     const JSSIP: &str = "<sip:u5ve0fk9@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;\
                          +sip.instance=\"<urn:uuid:0c6b2d4e-4fa1-4b57-a8b3-7d1d1d8f9a30>\";expires=600";
+
+    /// How the comparison key was built before it avoided `format!`: the reference.
+    fn key_of_reference(uri: &Uri) -> String {
+        match uri {
+            Uri::Sip(u) => {
+                let mut params: Vec<String> = crate::message::uri_params(&u.params)
+                    .filter(|p| {
+                        matches!(
+                            p.name.to_ascii_lowercase().as_slice(),
+                            b"transport" | b"user" | b"method" | b"maddr" | b"ttl"
+                        )
+                    })
+                    .map(|p| {
+                        String::from_utf8_lossy(&[p.name, b"=", p.value.unwrap_or_default()].concat())
+                            .to_ascii_lowercase()
+                    })
+                    .collect();
+                params.sort();
+                format!(
+                    "{}:{}@{}:{}|{}",
+                    if u.secure { "sips" } else { "sip" },
+                    u.user.as_deref().unwrap_or_default(),
+                    u.host,
+                    u.port.unwrap_or(0),
+                    params.join(";")
+                )
+            }
+            Uri::Other { scheme, rest } => format!("{scheme}:{rest}"),
+        }
+    }
+
+    #[test]
+    fn contact_keys_are_what_they_were() {
+        for uri in [
+            "sip:alice@192.0.2.1:5060;transport=UDP",
+            "sips:Alice@Example.COM;ob;User=Phone;TRANSPORT=tls;maddr=239.1.1.1;ttl=5;method=INVITE",
+            "sip:[2001:db8::1]:5070;transport=tcp;lr",
+            "sip:u5ve0fk9@df7jal23ls0d.invalid;transport=ws",
+            "sip:bob@h;user=ip;transport=udp;user=phone",
+            "sip:x@h;maddr",
+            "tel:+15550100",
+        ] {
+            let parsed = Uri::parse(uri.as_bytes()).unwrap();
+            assert_eq!(key_of(&parsed), key_of_reference(&parsed), "{uri}");
+        }
+    }
 
     #[test]
     fn jssip_register_is_stored_with_its_flow_and_echoed_byte_for_byte() {

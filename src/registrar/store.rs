@@ -66,6 +66,11 @@ pub trait LocationStore: std::fmt::Debug + Send {
     fn next_expiry(&self) -> Option<Instant>;
     /// Every binding, for persistence and metrics.
     fn all(&self) -> Vec<Binding>;
+    /// What the state file holds (see [`StoredBinding::from_binding`]). A store that can
+    /// lend its bindings should, rather than copy each twice through [`Self::all`].
+    fn stored(&self, now: Instant, now_unix: Duration) -> Vec<StoredBinding> {
+        self.all().iter().filter_map(|b| StoredBinding::from_binding(b, now, now_unix)).collect()
+    }
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -156,6 +161,10 @@ impl LocationStore for MemoryStore {
         self.by_aor.values().flatten().cloned().collect()
     }
 
+    fn stored(&self, now: Instant, now_unix: Duration) -> Vec<StoredBinding> {
+        self.by_aor.values().flatten().filter_map(|b| StoredBinding::from_binding(b, now, now_unix)).collect()
+    }
+
     fn len(&self) -> usize {
         self.count
     }
@@ -174,10 +183,25 @@ pub struct StoredBinding {
     pub call_id: String,
     pub cseq: u32,
     pub transport: String,
+    #[serde(serialize_with = "address")]
     pub received: SocketAddr,
+    #[serde(serialize_with = "address")]
     pub local: SocketAddr,
     pub instance: Option<String>,
     pub path: Vec<String>,
+}
+
+/// A socket address as its `Display` (and serde's own `Serialize`) writes it, without the
+/// formatting machinery for IPv4: the state file holds two per binding and is written
+/// every second while bindings change.
+fn address<S: serde::Serializer>(addr: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+    let SocketAddr::V4(v4) = addr else { return addr.serialize(serializer) };
+    let mut text = Vec::with_capacity(21);
+    crate::message::via::push_ip(&mut text, std::net::IpAddr::V4(*v4.ip()));
+    text.push(b':');
+    crate::message::via::push_decimal(&mut text, v4.port().into());
+    // Digits, dots and a colon.
+    serializer.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
 }
 
 /// The state file's shape; versioned so a later format can read an older one.
@@ -317,7 +341,9 @@ mod tests {
         assert!(StoredBinding::from_binding(&ws, now, unix).is_none());
         let stored = StoredBinding::from_binding(&udp, now, unix).unwrap();
         let json = serde_json::to_string(&stored).unwrap();
+        assert!(json.contains(r#""received":"192.0.2.1:5060","local":"127.0.0.1:5060""#), "{json}");
         let back: StoredBinding = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, stored);
         // Restarted 40 s later on a new monotonic clock.
         let now2 = now + Duration::from_secs(1);
         let restored = back.clone().into_binding(now2, unix + Duration::from_secs(40)).unwrap();

@@ -52,8 +52,14 @@ impl Core {
         self.outputs.push_back(output);
     }
 
+    /// The next output; once they are all taken the queue's buffer is given back, as a
+    /// machine may then sit idle for Timer J or D (32 s) with nothing to send.
     pub(super) fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() && self.outputs.capacity() > 0 {
+            self.outputs = VecDeque::new();
+        }
+        output
     }
 
     /// Disarms every timer and queues [`Output::Terminated`], the last output. The machine

@@ -135,8 +135,47 @@ pub enum Output {
 /// What identifies a transaction: server side by §17.2.3, client side by §17.1.3. Client
 /// and server keys never compare equal, so a request that spirals back through us (our own
 /// branch in its top Via) does not match the client transaction that sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TransactionKey(Key);
+///
+/// A key is looked up, cloned and hashed several times for every message (the table, its
+/// deadline queue and outputs, the proxy's contexts and branches): it is shared behind an
+/// `Arc`, so a clone is a reference count, and carries the hash of its fields, computed
+/// once, so a map hashes one `u64`. The maps still apply their own randomly keyed hasher
+/// on top, and the stored hash is a full SipHash of the fields, so crafted branches cannot
+/// make them collide.
+#[derive(Debug, Clone)]
+pub struct TransactionKey(std::sync::Arc<KeyInner>);
+
+#[derive(Debug)]
+struct KeyInner {
+    key: Key,
+    hash: u64,
+}
+
+impl TransactionKey {
+    fn new(key: Key) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&key, &mut hasher);
+        Self(std::sync::Arc::new(KeyInner { hash: std::hash::Hasher::finish(&hasher), key }))
+    }
+
+    fn key(&self) -> &Key {
+        &self.0.key
+    }
+}
+
+impl PartialEq for TransactionKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || (self.0.hash == other.0.hash && self.0.key == other.0.key)
+    }
+}
+
+impl Eq for TransactionKey {}
+
+impl std::hash::Hash for TransactionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -174,11 +213,11 @@ pub fn server_key(request: &Message) -> Option<TransactionKey> {
     let top = request.top_via_raw()?;
     let via = Via::parse(&top).ok()?;
     if let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_COOKIE.as_bytes())) {
-        return Some(TransactionKey(Key::Server { branch: branch.into(), sent_by: (via.host, via.port), method }));
+        return Some(TransactionKey::new(Key::Server { branch: branch.into(), sent_by: (via.host, via.port), method }));
     }
     let from = request.first_value(crate::message::HeaderName::From)?;
     let from_tag = NameAddr::parse(&from).ok()?.tag().map(Box::from);
-    Some(TransactionKey(Key::ServerRfc2543 {
+    Some(TransactionKey::new(Key::ServerRfc2543 {
         request_uri: request.request_uri()?.into(),
         from_tag,
         call_id: request.call_id()?.as_ref().into(),
@@ -198,17 +237,17 @@ pub fn client_key(message: &Message) -> Option<TransactionKey> {
     };
     let top = message.top_via_raw()?;
     let branch = Via::parse(&top).ok()?.branch()?.into();
-    Some(TransactionKey(Key::Client { branch, method }))
+    Some(TransactionKey::new(Key::Client { branch, method }))
 }
 
 impl TransactionKey {
     pub fn is_client(&self) -> bool {
-        matches!(self.0, Key::Client { .. })
+        matches!(self.key(), Key::Client { .. })
     }
 
     /// The method of the transaction: INVITE for an ACK's key.
     pub fn method(&self) -> &Method {
-        match &self.0 {
+        match self.key() {
             Key::Server { method, .. } | Key::ServerRfc2543 { method, .. } | Key::Client { method, .. } => method,
         }
     }
@@ -220,19 +259,19 @@ impl TransactionKey {
         if *self.method() != Method::Cancel {
             return None;
         }
-        let mut key = self.clone();
-        match &mut key.0 {
+        let mut key = self.key().clone();
+        match &mut key {
             Key::Server { method, .. } | Key::ServerRfc2543 { method, .. } | Key::Client { method, .. } => {
                 *method = Method::Invite;
             }
         }
-        Some(key)
+        Some(Self::new(key))
     }
 }
 
 impl fmt::Display for TransactionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
+        match self.key() {
             Key::Server { branch, sent_by: (host, port), method } => {
                 write!(f, "server {method} {} from {host}", String::from_utf8_lossy(branch))?;
                 port.map_or(Ok(()), |p| write!(f, ":{p}"))
@@ -245,36 +284,62 @@ impl fmt::Display for TransactionKey {
     }
 }
 
-/// The timers a machine has armed. A machine arms at most two at a time (A+B, E+F, G+H).
+/// The timers a machine has armed. A machine arms at most two at a time (A+B, E+F, G+H):
+/// they live in the machine itself, so a transaction costs no allocation for them (a UDP
+/// transaction is kept for Timer J, 32 s, and every allocation held that long is paid
+/// for in memory and in a cold free at the end). More than the slots hold still works.
 #[derive(Debug, Default)]
 struct Timers {
-    armed: Vec<(Timer, Instant)>,
+    slots: [Option<(Timer, Instant)>; 3],
+    /// Past the slots; empty (and unallocated) with every machine we have.
+    overflow: Vec<(Timer, Instant)>,
 }
 
 impl Timers {
     /// Arms `timer` for `at`, replacing its previous deadline.
     fn set(&mut self, timer: Timer, at: Instant) {
         self.cancel(timer);
-        self.armed.push((timer, at));
+        match self.slots.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some((timer, at)),
+            None => self.overflow.push((timer, at)),
+        }
     }
 
+    /// Disarms `timer`. The others keep the order they were armed in (the slots stay
+    /// packed), which breaks ties between equal deadlines as before.
     fn cancel(&mut self, timer: Timer) {
-        self.armed.retain(|(t, _)| *t != timer);
+        let mut kept = [None; 3];
+        for (to, from) in kept.iter_mut().zip(self.slots.iter().flatten().filter(|(t, _)| *t != timer)) {
+            *to = Some(*from);
+        }
+        self.slots = kept;
+        self.overflow.retain(|(t, _)| *t != timer);
+        // A slot freed while others overflowed takes the oldest of them.
+        while !self.overflow.is_empty()
+            && let Some(slot) = self.slots.iter_mut().find(|slot| slot.is_none())
+        {
+            *slot = Some(self.overflow.remove(0));
+        }
     }
 
     fn clear(&mut self) {
-        self.armed.clear();
+        self.slots = [None; 3];
+        self.overflow.clear();
+    }
+
+    fn armed(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        self.slots.iter().flatten().chain(&self.overflow).copied()
     }
 
     fn next(&self) -> Option<(Timer, Instant)> {
-        self.armed.iter().min_by_key(|(_, at)| *at).copied()
+        self.armed().min_by_key(|(_, at)| *at)
     }
 
     /// The timers due at `now`, earliest first: what one `handle_timeout` fires. A timer
     /// re-armed while they fire waits for the next call, even if due, so a zero interval
     /// cannot spin.
     fn due(&self, now: Instant) -> Vec<Timer> {
-        let mut due: Vec<_> = self.armed.iter().filter(|(_, at)| *at <= now).copied().collect();
+        let mut due: Vec<_> = self.armed().filter(|(_, at)| *at <= now).collect();
         due.sort_by_key(|(_, at)| *at);
         due.into_iter().map(|(t, _)| t).collect()
     }
@@ -282,7 +347,7 @@ impl Timers {
     /// Disarms `timer` if it is armed and due; whether it was. An earlier timer of the
     /// same call may have disarmed it by changing state.
     fn take_if_due(&mut self, timer: Timer, now: Instant) -> bool {
-        let due = self.armed.iter().any(|(t, at)| *t == timer && *at <= now);
+        let due = self.armed().any(|(t, at)| t == timer && at <= now);
         if due {
             self.cancel(timer);
         }
@@ -401,6 +466,30 @@ mod tests {
         // transaction, not a response to our client one.
         assert_ne!(server_key(&invite), Some(key));
         assert_eq!(client_key(&parse("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 INVITE\r\n\r\n")), None);
+    }
+
+    #[test]
+    fn timers_fire_earliest_first_and_ties_in_the_order_they_were_armed() {
+        let t0 = crate::clock::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut timers = Timers::default();
+        timers.set(Timer::G, at(4));
+        timers.set(Timer::H, at(4));
+        timers.set(Timer::A, at(1));
+        // Past the slots.
+        timers.set(Timer::B, at(2));
+        timers.set(Timer::D, at(4));
+        assert_eq!(timers.next(), Some((Timer::A, at(1))));
+        assert_eq!(timers.due(at(4)), vec![Timer::A, Timer::B, Timer::G, Timer::H, Timer::D]);
+        timers.cancel(Timer::A);
+        timers.set(Timer::G, at(3));
+        assert_eq!(timers.due(at(4)), vec![Timer::B, Timer::G, Timer::H, Timer::D]);
+        assert!(timers.take_if_due(Timer::H, at(4)));
+        assert!(!timers.take_if_due(Timer::H, at(4)));
+        assert!(!timers.take_if_due(Timer::D, at(3)));
+        assert_eq!(timers.due(at(4)), vec![Timer::B, Timer::G, Timer::D]);
+        timers.clear();
+        assert_eq!(timers.next(), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -77,13 +77,20 @@ pub enum TableError {
 #[derive(Debug)]
 pub struct TransactionTable {
     capacity: usize,
-    entries: HashMap<TransactionKey, Entry>,
+    /// Boxed: the map's slots stay small (a transaction is some 400 bytes), so the
+    /// capacity it keeps free and every rehash cost a pointer each, not a transaction.
+    entries: HashMap<TransactionKey, Box<Entry>>,
     /// Each entry's next deadline, by (deadline, entry id): earliest first, ties in the
     /// order the machines were inserted.
     deadlines: BTreeMap<(Instant, u64), TransactionKey>,
     next_id: u64,
     outputs: VecDeque<TableOutput>,
+    /// Where the grid of the wait timers starts (the first one rounded).
+    grid_origin: Option<Instant>,
 }
+
+/// How far a wait timer (D, I, J, K) may fire after its deadline, so that many fire at once.
+const WAIT_TIMER_GRID: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Entry {
@@ -97,7 +104,14 @@ struct Entry {
 impl TransactionTable {
     /// A table that holds at most `capacity` transactions.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, entries: HashMap::new(), deadlines: BTreeMap::new(), next_id: 0, outputs: VecDeque::new() }
+        Self {
+            capacity,
+            entries: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            next_id: 0,
+            outputs: VecDeque::new(),
+            grid_origin: None,
+        }
     }
 
     /// Adds a machine under `key`; what it asked for at construction (a client's request)
@@ -122,7 +136,7 @@ impl TransactionTable {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.entries.insert(key.clone(), Entry { id, destination, scheduled: None, transaction });
+        self.entries.insert(key.clone(), Box::new(Entry { id, destination, scheduled: None, transaction }));
         self.settle(&key);
         Ok(())
     }
@@ -269,7 +283,8 @@ impl TransactionTable {
         }
     }
 
-    /// The earliest deadline of any machine.
+    /// The earliest time a machine needs firing: its next deadline, or for a wait timer
+    /// (D, I, J, K) up to [`WAIT_TIMER_GRID`] after it.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadlines.keys().next().map(|(at, _)| *at)
     }
@@ -292,7 +307,7 @@ impl TransactionTable {
                 .then(|| entry.transaction.request().clone());
             self.outputs.push_back(TableOutput { key: key.clone(), destination: entry.destination, output, request });
         }
-        let next = entry.transaction.poll_timeout();
+        let next = entry.transaction.next_timer().map(|(timer, at)| wake_at(&mut self.grid_origin, timer, at));
         let terminated = entry.transaction.is_terminated();
         if next != entry.scheduled || terminated {
             if let Some(at) = entry.scheduled.take() {
@@ -307,6 +322,23 @@ impl TransactionTable {
             self.entries.remove(key);
         }
     }
+}
+
+/// When to fire a machine whose next timer is `timer` at `at`. The wait timers that end a
+/// transaction (D, I, J, K) only say how long to keep absorbing retransmissions, so waking
+/// a little after them changes nothing a peer sees: they are rounded up to a grid of
+/// [`WAIT_TIMER_GRID`] starting at `origin`, and the thousands of Timer J that a REGISTER
+/// storm arms over UDP fire in a few batches a second instead of one wake-up each.
+/// Retransmissions and timeouts (A, B, E, F, G, H, L, M) fire when they are due.
+fn wake_at(origin: &mut Option<Instant>, timer: Timer, at: Instant) -> Instant {
+    if !matches!(timer, Timer::D | Timer::I | Timer::J | Timer::K) {
+        return at;
+    }
+    let origin = *origin.get_or_insert(at);
+    let Some(since) = at.checked_duration_since(origin) else { return at };
+    let grid = WAIT_TIMER_GRID.as_nanos();
+    let rounded = since.as_nanos().div_ceil(grid) * grid;
+    u64::try_from(rounded).ok().and_then(|n| origin.checked_add(Duration::from_nanos(n))).unwrap_or(at)
 }
 
 impl Transaction {
@@ -512,6 +544,40 @@ mod tests {
         );
         assert!(table.is_empty());
         assert_eq!(table.poll_timeout(), None);
+    }
+
+    #[test]
+    fn wait_timers_fire_in_batches_a_little_after_their_deadline() {
+        let t0 = crate::clock::now();
+        let config = TimerConfig::default();
+        let mut table = TransactionTable::new(10);
+        let answer = Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n");
+        let mut keys = Vec::new();
+        for (i, offset_ms) in [0u64, 30, 250].into_iter().enumerate() {
+            let now = t0 + Duration::from_millis(offset_ms);
+            let options = with_branch(&request("OPTIONS"), &format!("z9hG4bKj{i}"));
+            let Match::New(key) = table.handle_request(now, &options) else { panic!("a new OPTIONS") };
+            table.insert(key.clone(), UDP, ServerNonInvite::new(now, options, false, config)).unwrap();
+            table.send_response(now, &key, answer.clone(), 200).unwrap();
+            keys.push(key);
+        }
+        table.drain_outputs().for_each(drop);
+        // Timer J is 32 s after each answer; the first two share a 100 ms slot.
+        let j = t0 + Duration::from_secs(32);
+        assert_eq!(table.poll_timeout(), Some(j));
+        table.handle_timeout(j);
+        assert_eq!(table.len(), 2);
+        let batch = table.poll_timeout().unwrap();
+        assert_eq!(batch, j + Duration::from_millis(100));
+        table.handle_timeout(batch);
+        assert_eq!(table.len(), 1);
+        assert!(table.contains(&keys[2]));
+        // The last one is due at 32.25 s and fires at 32.3 s.
+        assert_eq!(table.poll_timeout(), Some(j + Duration::from_millis(300)));
+        table.handle_timeout(j + Duration::from_millis(299));
+        assert_eq!(table.len(), 1);
+        table.handle_timeout(j + Duration::from_millis(300));
+        assert!(table.is_empty());
     }
 
     #[test]
