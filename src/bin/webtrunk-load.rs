@@ -4,7 +4,9 @@
 //! about 7 KiB per ws client, 16 KiB per wss client), registers or pings each
 //! once and keeps them open, answering the server's pings; it is what the memory per
 //! connection is measured with. `rate` keeps a few connections busy with requests back
-//! to back and reports throughput and latency. Each run is bounded by its counts and
+//! to back and reports throughput and latency. `calls` registers a few clients and
+//! places digest-authenticated calls from them at a fixed rate (INVITE to BYE), with
+//! call setup latency. Each run is bounded by its counts and
 //! durations, prints progress and a failure summary on stderr, and ends with one JSON
 //! line on stdout; the exit status is 0 only when nothing failed.
 //!
@@ -12,6 +14,8 @@
 //! dependencies and the crate forbids unsafe code, so the caller runs `ulimit -n` (as
 //! `scripts/bench-ws` does). A limit too low for the run is reported before it starts.
 
+#[path = "webtrunk_load/calls.rs"]
+mod calls;
 #[path = "webtrunk_load/client.rs"]
 mod client;
 #[path = "webtrunk_load/hold.rs"]
@@ -75,6 +79,39 @@ enum Mode {
         #[arg(long, default_value_t = 1000)]
         ramp_per_sec: u32,
     },
+    /// N clients register with digest, then place C calls in all at R calls/s to one
+    /// callee: INVITE, 407, INVITE with Proxy-Authorization, 200, ACK, BYE, 200.
+    ///
+    /// Clients always register (--register is implied). JSON: "attempted" calls,
+    /// "completed" (200 to the BYE), "failed" with "failures" tallied by kind,
+    /// "calls_per_sec" completed over the time from the first call to the last one's end,
+    /// "setup_p50_ms"/"setup_p99_ms" (authenticated INVITE to 200), the same from the
+    /// first INVITE through the 407 round, and "load_cpu_secs", this tool's own CPU.
+    Calls {
+        #[command(flatten)]
+        common: Common,
+        /// Clients (WebSocket connections), each with one call at a time.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        clients: u32,
+        /// New connections per second while connecting.
+        #[arg(long, default_value_t = 1000)]
+        ramp_per_sec: u32,
+        /// Calls placed per second, over all clients.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rate: u32,
+        /// Calls placed in all.
+        #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        count: u64,
+        /// Request-URI of every INVITE.
+        #[arg(long, default_value = "sip:bob@localhost")]
+        callee: String,
+        /// Milliseconds between the ACK and the BYE.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+        hold_ms: u64,
+        /// The SDP offer: small (~700 bytes) or chromium (~4 KB).
+        #[arg(long, value_enum, default_value_t = calls::Offer::Small)]
+        offer: calls::Offer,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -107,7 +144,7 @@ struct Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let common = match &cli.mode {
-        Mode::Hold { common, .. } | Mode::Rate { common, .. } => common,
+        Mode::Hold { common, .. } | Mode::Rate { common, .. } | Mode::Calls { common, .. } => common,
     };
     let target = match target::Target::new(&common.url, common.source_ips) {
         Ok(target) => Arc::new(target),
@@ -158,6 +195,20 @@ fn main() -> ExitCode {
                 timeout,
             };
             runtime.block_on(rate::run(target, profile, plan))
+        }
+        Mode::Calls { clients, ramp_per_sec, rate, count, callee, hold_ms, offer, .. } => {
+            warn_if_few_files(u64::from(clients));
+            let plan = calls::Plan {
+                clients: clients as usize,
+                ramp_per_sec: f64::from(ramp_per_sec.max(1)),
+                rate: f64::from(rate),
+                count,
+                callee,
+                hold: Duration::from_millis(hold_ms),
+                offer,
+                timeout,
+            };
+            runtime.block_on(calls::run(target, profile, plan))
         }
     };
     // Tasks abandoned at a deadline are dropped, not awaited.

@@ -199,7 +199,7 @@ pub(crate) struct Challenge {
 
 impl Challenge {
     /// A `Digest` challenge with MD5 (named, or by default) and a realm and nonce.
-    fn parse_md5(value: &str) -> Option<Self> {
+    pub(crate) fn parse_md5(value: &str) -> Option<Self> {
         let rest = value.trim_start();
         let scheme_len = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
         if !rest[..scheme_len].eq_ignore_ascii_case("digest") {
