@@ -104,7 +104,19 @@ fn joined<D: Digest>(parts: &[&[u8]]) -> String {
         }
         hasher.update(part);
     }
-    hex::encode(hasher.finalize())
+    lower_hex(&hasher.finalize())
+}
+
+/// Lower-case hex, as `hex::encode` writes it, a byte pair at a time: every challenge and
+/// every response checked is one or two of these.
+pub(super) fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -142,6 +154,13 @@ mod tests {
             assert_eq!(Algorithm::from_token(unsupported), None, "{unsupported}");
         }
         assert_eq!(Algorithm::from_token(Algorithm::Sha256.token()), Some(Algorithm::Sha256));
+    }
+
+    #[test]
+    fn lower_hex_is_what_the_hex_crate_writes() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(lower_hex(&[]), "");
     }
 
     #[test]

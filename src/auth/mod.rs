@@ -144,8 +144,16 @@ impl Authenticator {
         algorithms
             .into_iter()
             .map(|a| {
-                let stale = if stale { ", stale=true" } else { "" };
-                format!(r#"Digest realm={realm}, nonce="{nonce}", algorithm={}, qop="auth"{stale}"#, a.token())
+                let mut value = String::with_capacity(realm.len() + nonce.len() + 64);
+                for part in
+                    ["Digest realm=", &realm, ", nonce=\"", &nonce, "\", algorithm=", a.token(), ", qop=\"auth\""]
+                {
+                    value.push_str(part);
+                }
+                if stale {
+                    value.push_str(", stale=true");
+                }
+                value
             })
             .collect()
     }

@@ -58,7 +58,7 @@ impl NonceKey {
         let mut out = [0u8; NONCE_LEN];
         out[..16].copy_from_slice(&id);
         out[16..].copy_from_slice(&tag.finalize().into_bytes()[..TAG_LEN]);
-        hex::encode(out)
+        super::hash::lower_hex(&out)
     }
 
     /// The nonce's issue time and id when we minted it for `realm`; `None` when it is not

@@ -57,8 +57,7 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
 
     let mut to_pop = edit.pop_routes;
     // The index (among all Route elements) of the one to drop from the bottom, if any.
-    let total_routes = message.list(HeaderName::Route).len();
-    let drop_index = edit.drop_last_route.then(|| total_routes.checked_sub(1)).flatten();
+    let drop_index = edit.drop_last_route.then(|| message.list(HeaderName::Route).len().checked_sub(1)).flatten();
     let mut route_index = 0;
     let mut routes_pushed = edit.push_routes.is_empty();
     let mut record_routed = edit.record_route.is_empty();
@@ -66,7 +65,7 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
     for header in message.headers() {
         match header.name {
             HeaderName::MaxForwards => {
-                push_field(&mut out, "Max-Forwards", &edit.max_forwards.to_string());
+                push_max_forwards(&mut out, edit.max_forwards);
                 max_forwards_written = true;
             }
             HeaderName::Route => {
@@ -117,7 +116,7 @@ pub fn request(message: &Message, edit: &RequestEdit) -> Vec<u8> {
         }
     }
     if !max_forwards_written {
-        push_field(&mut out, "Max-Forwards", &edit.max_forwards.to_string());
+        push_max_forwards(&mut out, edit.max_forwards);
     }
     if !routes_pushed {
         push_list(&mut out, "Route", &edit.push_routes);
@@ -157,10 +156,16 @@ pub fn response_restored(message: &Message, cseq: Option<u32>, restore: Option<(
             HeaderName::Via if !popped => {
                 popped = true;
                 let value = message.value(header);
-                let rest: Vec<String> =
-                    grammar::comma_elements(&value).skip(1).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
-                if !rest.is_empty() {
-                    push_field(&mut out, "Via", &rest.join(", "));
+                let mut rest = grammar::comma_elements(&value).skip(1).peekable();
+                if rest.peek().is_some() {
+                    out.extend_from_slice(b"Via: ");
+                    for (i, element) in rest.enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b", ");
+                        }
+                        push_clean(&mut out, element);
+                    }
+                    out.extend_from_slice(b"\r\n");
                 }
             }
             HeaderName::CSeq if cseq.is_some() => push_cseq(&mut out, message, cseq),
@@ -296,8 +301,16 @@ pub fn cancel(invite: &Message, reason: Option<&str>) -> Vec<u8> {
 }
 
 fn finish(out: &mut Vec<u8>, body: &[u8]) {
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(b"Content-Length: ");
+    super::via::push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+}
+
+fn push_max_forwards(out: &mut Vec<u8>, hops: u8) {
+    out.extend_from_slice(b"Max-Forwards: ");
+    super::via::push_decimal(out, hops.into());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_raw(out: &mut Vec<u8>, line: &[u8]) {
@@ -319,8 +332,12 @@ fn push_list(out: &mut Vec<u8>, name: &str, values: &[String]) {
 }
 
 /// No CR or LF from a value we were handed may end a header early.
-fn push_clean(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend(bytes.iter().filter(|&&c| c != b'\r' && c != b'\n'));
+fn push_clean(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', bytes) {
+        out.extend_from_slice(&bytes[..i]);
+        bytes = &bytes[i + 1..];
+    }
+    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]
