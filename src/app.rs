@@ -100,6 +100,7 @@ impl Server {
         engine_config.health_misses = config.proxy.trunk_health_misses;
         engine_config.media = engine_config_media(config);
         engine_config.bridge_browser_calls = config.media.bridge_browser_calls;
+        engine_config.persist_bindings = config.registrar.persist_bindings;
         if config.media.bridge_browser_calls && engine_config.media.is_none() {
             return Err(AppError::Routing(vec!["media.bridge_browser_calls needs [media] rtpengine addresses".into()]));
         }

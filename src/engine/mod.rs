@@ -81,6 +81,8 @@ pub struct EngineConfig {
     pub media: Option<crate::media::MediaConfig>,
     /// Calls between browsers go through rtpengine too.
     pub bridge_browser_calls: bool,
+    /// Bindings are written to a file: snapshots are worth taking.
+    pub persist_bindings: bool,
 }
 
 /// The proxy's knobs that come from the configuration.
@@ -120,6 +122,7 @@ impl Default for EngineConfig {
             health_misses: 3,
             media: None,
             bridge_browser_calls: false,
+            persist_bindings: true,
         }
     }
 }
@@ -595,7 +598,9 @@ impl Engine {
 impl Local {
     fn bindings_changed(&mut self, now: Instant) {
         self.stats.bindings = self.registrar.bindings() as u64;
-        if self.persist_due.is_none() {
+        // Serializing every binding costs as much as a registration per thousand bindings:
+        // only when somebody writes it down.
+        if self.config.persist_bindings && self.persist_due.is_none() {
             self.persist_due = Some(now + PERSIST_DELAY);
         }
     }
@@ -603,7 +608,7 @@ impl Local {
     fn snapshot_bytes(&self, now: Instant) -> Vec<u8> {
         let snapshot = self.registrar.snapshot(now, self.wall.unix(now));
         // Serializing plain structs of strings and numbers cannot fail.
-        serde_json::to_vec_pretty(&snapshot).unwrap_or_default()
+        serde_json::to_vec(&snapshot).unwrap_or_default()
     }
 
     /// OPTIONS to the server itself (§11.2).

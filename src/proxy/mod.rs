@@ -699,6 +699,10 @@ impl Proxy {
     /// §16.3 step 4: a Via of ours whose branch carries this request's loop hash means it
     /// came back unchanged.
     fn is_loop(&self, request: &Message) -> bool {
+        // Almost every request carries no branch of ours at all: no hashing for those.
+        if memchr::memmem::find(request.as_bytes(), OUR_BRANCH.as_bytes()).is_none() {
+            return false;
+        }
         let mark = format!("{}{:016x}.", OUR_BRANCH, loop_hash(request));
         request.list(HeaderName::Via).iter().any(|v| {
             Via::parse(v).ok().and_then(|via| via.branch().map(|b| b.starts_with(mark.as_bytes()))).unwrap_or(false)

@@ -16,8 +16,23 @@ const PREFIX: &str = "wt";
 /// Bytes of the HMAC kept in a token: enough that guessing one is hopeless.
 const MAC_LEN: usize = 8;
 
-#[derive(Debug, Clone)]
-pub(crate) struct TokenKey([u8; 32]);
+/// Flow MACs remembered: one per open connection in practice; past this many the memory
+/// starts over rather than grow.
+const MAC_CACHE: usize = 65_536;
+
+pub(crate) struct TokenKey {
+    /// HMAC-SHA256 already keyed: cloning it skips hashing the key pads again.
+    keyed: Hmac<Sha256>,
+    /// The MAC of each flow id seen lately. A token is checked on every in-dialog request
+    /// and written on every dialog-creating one; the flows are few and long-lived.
+    macs: std::cell::RefCell<std::collections::HashMap<u64, [u8; MAC_LEN]>>,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey").field("cached_macs", &self.macs.borrow().len()).finish_non_exhaustive()
+    }
+}
 
 /// One of our Record-Route entries, read back from a Route header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +44,9 @@ pub(crate) struct OwnRoute {
 
 impl TokenKey {
     pub(crate) fn new(secret: [u8; 32]) -> Self {
-        Self(secret)
+        // HMAC takes keys of any length; a 32-byte key cannot be refused.
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret).unwrap_or_else(|_| unreachable_key());
+        Self { keyed, macs: std::cell::RefCell::default() }
     }
 
     /// `<sip:wtTOKEN@ip:port;transport=..;lr>` for the interface at `local`, facing a peer
@@ -70,12 +87,12 @@ impl TokenKey {
             return None;
         }
         let id = u64::from_str_radix(&user[..16], 16).ok()?;
-        let mac = hex::decode(&user[16..]).ok()?;
-        // Compared in constant time by the MAC's own verify.
-        let mut check = self.hmac(id);
-        check.update(b"");
-        check.verify_truncated_left(&mac).ok()?;
-        Some(OwnRoute { flow: Some(FlowId(id)), kind })
+        let mut mac = [0u8; MAC_LEN];
+        hex::decode_to_slice(&user[16..], &mut mac).ok()?;
+        // Compared without an early exit on the first differing byte.
+        let expected = self.mac(id);
+        let differ = expected.iter().zip(&mac).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        (differ == 0).then_some(OwnRoute { flow: Some(FlowId(id)), kind })
     }
 
     /// A client nonce for our digest answers to trunks (RFC 7616 §3.4): unpredictable
@@ -87,16 +104,23 @@ impl TokenKey {
     }
 
     fn hmac(&self, id: u64) -> Hmac<Sha256> {
-        // HMAC takes keys of any length; a 32-byte key cannot be refused.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_key());
+        let mut mac = self.keyed.clone();
         mac.update(&id.to_be_bytes());
         mac
     }
 
     fn mac(&self, id: u64) -> [u8; MAC_LEN] {
+        if let Some(mac) = self.macs.borrow().get(&id) {
+            return *mac;
+        }
         let full = self.hmac(id).finalize().into_bytes();
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&full[..MAC_LEN]);
+        let mut macs = self.macs.borrow_mut();
+        if macs.len() >= MAC_CACHE {
+            macs.clear();
+        }
+        macs.insert(id, out);
         out
     }
 }
