@@ -44,6 +44,9 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
     let (snapshots, snapshot_rx) = mpsc::channel::<Vec<u8>>(4);
     let writer = transports.bindings_file.clone().map(|path| tokio::spawn(write_snapshots(path, snapshot_rx)));
     let media_socket = transports.media_socket.clone();
+    let udp_list: Vec<(Arc<UdpSocket>, SocketAddr)> =
+        transports.udp_sockets.iter().filter_map(|s| Some((s.clone(), s.local_addr().ok()?))).collect();
+    let mut udp_buf = vec![0u8; crate::transport::MAX_DATAGRAM];
     let mut media_buf = vec![0u8; 65_536];
     // Lookups run as their own tasks; answers come back here. The loop keeps a sender, so
     // the channel never closes under it.
@@ -102,6 +105,21 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
                 engine.handle_input(clock::now(), Input::Resolved { request, result });
             }
             () = timer => engine.handle_timeout(clock::now()),
+            ready = udp_readable(&udp_list) => {
+                let (socket, local) = &udp_list[ready];
+                let now = clock::now();
+                // Everything already queued, up to a batch: one wake-up for a burst.
+                for _ in 0..UDP_BATCH {
+                    match crate::transport::receive_ready(socket, *local, &mut udp_buf) {
+                        Ok(Some((source, bytes))) => engine.handle_input(now, Input::Received { source, bytes }),
+                        Ok(None) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP port unreachable from an earlier send surfaces here on some
+                        // systems; it says nothing about this socket.
+                        Err(e) => tracing::debug!(%local, error = %e, "UDP receive error"),
+                    }
+                }
+            }
             received = recv_media(media_socket.as_deref(), &mut media_buf) => {
                 if let Some((n, from)) = received {
                     let bytes = bytes::Bytes::copy_from_slice(&media_buf[..n]);
@@ -132,6 +150,26 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
         let _ = writer.await;
     }
     engine
+}
+
+/// Datagrams read from UDP per wake-up before the other inputs get their turn.
+const UDP_BATCH: usize = 64;
+
+/// The index of a UDP socket with datagrams waiting; never ready without sockets.
+async fn udp_readable(sockets: &[(Arc<UdpSocket>, SocketAddr)]) -> usize {
+    match sockets {
+        [] => std::future::pending().await,
+        [(one, _)] => {
+            // A readiness error is the socket's; the next read reports it.
+            let _ = one.readable().await;
+            0
+        }
+        many => {
+            let waits = many.iter().map(|(s, _)| Box::pin(s.readable()));
+            let (_, index, _) = futures_util::future::select_all(waits).await;
+            index
+        }
+    }
 }
 
 /// The next datagram from rtpengine; never ready without a socket.

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use connect::Outbound;
 pub use gate::Gate;
+pub use udp::{MAX_DATAGRAM, receive_ready};
 pub use ws::WsPolicy;
 
 /// The five transports of RFC 3261 §18 and RFC 7118.
@@ -336,9 +337,7 @@ pub async fn listen(
         }
     }
 
-    for socket in &udp_sockets {
-        tokio::spawn(udp::receive(socket.clone(), shared.clone()));
-    }
+    // UDP sockets are read by the driver itself (see `receive_ready`).
     for (kind, listener) in tcp_listeners {
         let accept = stream::Accept { kind, listener, tls: tls.clone(), ws: ws.clone(), shared: shared.clone() };
         tokio::spawn(accept.run());

@@ -1,16 +1,15 @@
 //! UDP: one socket per listen address; every datagram is one message (RFC 3261 §18.1.1).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
-use super::{Event, Shared, Source, TransportKind};
+use super::{Source, TransportKind};
 
 /// Largest datagram we read: the IPv4 UDP payload limit. Bigger SIP messages cannot
 /// arrive over UDP at all; `max_message_size` is enforced by the parser above.
-const MAX_DATAGRAM: usize = 65_507;
+pub const MAX_DATAGRAM: usize = 65_507;
 
 /// Receive buffer asked of the kernel: a burst of datagrams waits here while the driver
 /// is busy instead of being dropped (the Linux default, about 208 KiB, lost hundreds a
@@ -28,42 +27,23 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-pub(super) async fn receive(socket: Arc<UdpSocket>, shared: Shared) {
-    let local = match socket.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "UDP socket has no local address");
-            return;
-        }
-    };
-    let mut shutdown = shared.shutdown.clone();
-    // One receive buffer, reused; each message gets a copy of just its bytes, so a small
-    // datagram never pins a 64 KiB allocation while the engine holds it.
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r,
-            _ = shutdown.changed() => return,
-        };
-        let (len, remote) = match received {
-            Ok(pair) => pair,
-            // ICMP port unreachable from an earlier send surfaces here on some systems;
-            // it says nothing about this socket.
-            Err(e) => {
-                tracing::debug!(%local, error = %e, "UDP receive error");
-                continue;
-            }
-        };
-        let datagram = &buf[..len];
-        if is_keepalive(datagram) {
-            continue;
-        }
-        let source = Source { kind: TransportKind::Udp, local, remote, flow: None };
-        let bytes = Bytes::copy_from_slice(datagram);
-        if shared.events.send(Event::Received { source, bytes }).await.is_err() {
-            return;
-        }
+/// One datagram already waiting on `socket` (bound at `local`), without waiting: the driver
+/// reads UDP itself, in batches, so a datagram costs no task switch on its way to the
+/// engine. `Ok(None)` for a keep-alive; `WouldBlock` when nothing is left.
+pub fn receive_ready(
+    socket: &UdpSocket,
+    local: SocketAddr,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(Source, Bytes)>> {
+    let (len, remote) = socket.try_recv_from(buf)?;
+    let datagram = &buf[..len];
+    if is_keepalive(datagram) {
+        return Ok(None);
     }
+    let source = Source { kind: TransportKind::Udp, local, remote, flow: None };
+    // Each message gets a copy of just its bytes, so a small datagram never pins the
+    // 64 KiB buffer while the engine holds it.
+    Ok(Some((source, Bytes::copy_from_slice(datagram))))
 }
 
 /// A datagram of only line ends or NULs: the keep-alive some phones send over UDP.
