@@ -196,10 +196,10 @@ async fn sipp_wrong_password_is_refused() {
     server.shutdown(Duration::from_secs(2)).await;
 }
 
-/// A REGISTER repeated with its Via branch over UDP gets the response it already got:
-/// the same challenge (nonce) for the first, the same 200 (To tag) for the
-/// authenticated one, not a second processing (which would answer 400 Out Of Order
-/// CSeq, as it does over TCP where a repeat is a new request).
+/// A REGISTER repeated with its Via branch over UDP: the unauthenticated one is
+/// challenged again (challenges are stateless, RFC 3261 §8.2.7), the authenticated one
+/// gets the 200 it already got (same To tag), not a second processing (which would answer
+/// 400 Out Of Order CSeq, as it does over TCP where a repeat is a new request).
 #[tokio::test]
 async fn udp_retransmission_gets_the_same_response() {
     let server = registrar("sipp-retransmit").await;

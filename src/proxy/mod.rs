@@ -495,6 +495,18 @@ impl Proxy {
             return self.stateless_reply(&request, &source, reply);
         }
         let decision = self.decide(now, &request, &source, policy);
+        if let Decision::Reply(reply) = &decision
+            && matches!(reply.code, 401 | 407)
+        {
+            // RFC 3261 §8.2.7: a challenge is the classic stateless answer. A retransmission
+            // gets a fresh challenge, which is as good, and no transaction is kept 32 s
+            // for it (half of every REGISTER and INVITE exchange is this).
+            self.table.remove(&key);
+            let tag = format!("{:016x}", loop_hash(&request));
+            let bytes = self.build_reply(&request, reply, &tag, None);
+            self.transmits.push_back(Transmit { destination, bytes: Bytes::from(bytes) });
+            return self.drain(now, policy);
+        }
         // §16.2/§17.2.1: 100 Trying only when the answer will take a while; a local
         // answer (a 407, a 404) goes out at once and needs none.
         if request.method() == Some(&Method::Invite) && !matches!(decision, Decision::Reply(_)) {
