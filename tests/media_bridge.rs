@@ -35,16 +35,21 @@ fn carrier(port: u16) -> TrunkConfig {
     }
 }
 
+/// A server whose only trunk is `trunk`, bridged through `rtpengine`, taking every number.
+async fn bridged_server(name: &str, rtpengine: &Daemon, trunk: TrunkConfig) -> webtrunk::app::Server {
+    let mut config = config_with_users(name, ALICE_AND_BOB);
+    config.media.rtpengine = vec![rtpengine.ng];
+    config.trunks = vec![trunk];
+    config.proxy.trunk_health_interval = Duration::ZERO;
+    config.routes = vec![route_as_dialled(&["carrier"])];
+    start(&config).await
+}
+
 #[tokio::test]
 async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_with_the_call() {
     let rtpengine = Daemon::start();
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut config = config_with_users("media-bridge", ALICE_AND_BOB);
-    config.media.rtpengine = vec![rtpengine.ng];
-    config.trunks = vec![carrier(port)];
-    config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![route_as_dialled(&["carrier"])];
-    let server = start(&config).await;
+    let server = bridged_server("media-bridge", &rtpengine, carrier(port)).await;
     let sipp = sipp_uas("trunk_bridged_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
@@ -134,13 +139,13 @@ async fn a_plain_rtp_call_from_a_trunk_reaches_the_browser_as_webrtc_and_its_ans
 async fn the_bridged_invite_fits_one_datagram_and_a_refused_call_leaves_no_session() {
     let rtpengine = Daemon::start();
     let trunk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut config = config_with_users("media-bridge-small", ALICE_AND_BOB);
-    config.media.rtpengine = vec![rtpengine.ng];
     // large_message = "tcp": were the INVITE over 1300 bytes it would not come over UDP.
-    config.trunks = vec![TrunkConfig { large_message: "tcp".into(), ..carrier(trunk.local_addr().unwrap().port()) }];
-    config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![route_as_dialled(&["carrier"])];
-    let server = start(&config).await;
+    let server = bridged_server(
+        "media-bridge-small",
+        &rtpengine,
+        TrunkConfig { large_message: "tcp".into(), ..carrier(trunk.local_addr().unwrap().port()) },
+    )
+    .await;
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
     alice.register().await;
     let offer = chromium_offer();
@@ -182,12 +187,7 @@ async fn the_bridged_invite_fits_one_datagram_and_a_refused_call_leaves_no_sessi
 async fn an_unreadable_sdp_toward_a_bridged_trunk_gets_488() {
     let rtpengine = Daemon::start();
     let trunk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut config = config_with_users("media-bridge-488", ALICE_AND_BOB);
-    config.media.rtpengine = vec![rtpengine.ng];
-    config.trunks = vec![carrier(trunk.local_addr().unwrap().port())];
-    config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![route_as_dialled(&["carrier"])];
-    let server = start(&config).await;
+    let server = bridged_server("media-bridge-488", &rtpengine, carrier(trunk.local_addr().unwrap().port())).await;
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
     alice.register().await;
     alice.invite_with("02079460958", "this is not SDP\r\n").await;
@@ -235,12 +235,7 @@ async fn browsers_call_each_other_peer_to_peer_unless_configured_through_rtpengi
 async fn an_ice_restart_from_the_browser_is_answered_without_renegotiating_the_trunk() {
     let rtpengine = Daemon::start();
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut config = config_with_users("media-ice-restart", ALICE_AND_BOB);
-    config.media.rtpengine = vec![rtpengine.ng];
-    config.trunks = vec![carrier(port)];
-    config.proxy.trunk_health_interval = Duration::ZERO;
-    config.routes = vec![route_as_dialled(&["carrier"])];
-    let server = start(&config).await;
+    let server = bridged_server("media-ice-restart", &rtpengine, carrier(port)).await;
     // The trunk takes one INVITE, its ACK and a BYE: a re-INVITE or a stray ACK reaching
     // it fails its run.
     let sipp = sipp_uas("trunk_bridged_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
