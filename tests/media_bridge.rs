@@ -249,16 +249,7 @@ async fn an_ice_restart_from_the_browser_is_answered_without_renegotiating_the_t
     assert_eq!(status(&ok), 200);
     let first_answer = String::from_utf8_lossy(ok.body()).into_owned();
 
-    let mut route = common::ua::all(&ok, webtrunk::message::HeaderName::RecordRoute);
-    route.reverse();
-    let contact = common::ua::header(&ok, webtrunk::message::HeaderName::Contact).trim_matches(['<', '>']).to_string();
-    let dialog = common::ua::Dialog {
-        local: common::ua::header(&sent, webtrunk::message::HeaderName::From),
-        remote: common::ua::header(&ok, webtrunk::message::HeaderName::To),
-        call_id: common::ua::header(&sent, webtrunk::message::HeaderName::CallId),
-    };
-    let cseq = sent.cseq().unwrap().0;
-    alice.in_dialog("ACK", &contact, &route, &dialog, cseq).await;
+    let common::ua::Answered { contact, route, dialog, cseq } = alice.ack(&sent, &ok).await;
 
     // The network changed: new ICE credentials, nothing else.
     let ufrag = offer.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).unwrap().trim().to_owned();

@@ -10,16 +10,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::dnsmasq::Dnsmasq;
 use common::trunk::{trunk_config, uk_route};
-use common::ua::{Dialog, Ua, all, header, parse, status};
+use common::ua::{Ua, parse, status};
 use common::*;
 use webtrunk::config::Config;
 use webtrunk::config::trunks::TrunkConfig;
-use webtrunk::message::{HeaderName, Message};
 use webtrunk::transport::TransportKind;
 
 /// Distinct free UDP ports: all sockets are held until every port is known.
@@ -52,18 +50,7 @@ fn config_routing_to(name: &str, trunks: Vec<TrunkConfig>) -> Config {
 
 /// SIPp as the trunk for `calls` calls of `scenario` on UDP `port`.
 fn sipp_trunk(scenario: &str, port: u16, calls: u32, server: SocketAddr) -> tokio::process::Child {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
-    tokio::process::Command::new("sipp")
-        .arg("-sf")
-        .arg(file)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string()])
-        .args(["-t", "u1", "-nostdin", "-timeout", "20s"])
-        .arg(server.to_string())
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sipp is installed (Debian sip-tester; scripts/test installs it)")
+    sipp_uas_calls("u1", scenario, port, server, calls)
 }
 
 /// Alice calls 020 7946 0958 and the trunk answers; she hangs up.
@@ -157,28 +144,6 @@ async fn a_name_that_does_not_resolve_gets_503_and_a_second_trunk_takes_the_call
     server.shutdown(Duration::from_secs(2)).await;
 }
 
-/// The caller's side of an answered call: ACKs the 2xx and says how to hang up.
-struct Answered {
-    contact: String,
-    route: Vec<String>,
-    dialog: Dialog,
-    cseq: u32,
-}
-
-async fn ack(ua: &mut Ua, sent: &Message, ok: &Message) -> Answered {
-    let mut route = all(ok, HeaderName::RecordRoute);
-    route.reverse();
-    let contact = header(ok, HeaderName::Contact).trim_matches(['<', '>']).to_string();
-    let dialog = Dialog {
-        local: header(sent, HeaderName::From),
-        remote: header(ok, HeaderName::To),
-        call_id: header(sent, HeaderName::CallId),
-    };
-    let cseq = sent.cseq().map_or(1, |(n, _)| n);
-    ua.in_dialog("ACK", &contact, &route, &dialog, cseq).await;
-    Answered { contact, route, dialog, cseq }
-}
-
 #[tokio::test]
 async fn a_trunk_at_max_calls_refuses_a_second_call_until_the_first_hangs_up() {
     let [port] = free_udp_ports();
@@ -198,7 +163,7 @@ async fn a_trunk_at_max_calls_refuses_a_second_call_until_the_first_hangs_up() {
     assert_eq!(status(&alice.recv().await), 180);
     let ok = alice.recv().await;
     assert_eq!(status(&ok), 200, "{}", String::from_utf8_lossy(ok.as_bytes()));
-    let first = ack(&mut alice, &sent, &ok).await;
+    let first = alice.ack(&sent, &ok).await;
 
     // The trunk carries its one call: the second caller hears 503 at once.
     let sent = parse(&bob.invite("02079460958").await);

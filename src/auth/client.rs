@@ -10,6 +10,7 @@
 use crate::message::digest::DigestChallenge;
 
 use super::hash::{Algorithm, QopAuth, ha1, response};
+use super::quote;
 
 /// Why a challenge cannot be answered, or a value cannot be written into the header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,18 +100,18 @@ pub fn authorization(
 
     let mut value = format!(
         "Digest username={}, realm={}, nonce={}, uri={}, response=\"{digest}\", algorithm={}",
-        quoted(username),
-        quoted(&challenge.realm),
-        quoted(&challenge.nonce),
-        quoted(uri),
+        quote(username),
+        quote(&challenge.realm),
+        quote(&challenge.nonce),
+        quote(uri),
         algorithm.token(),
     );
     if qop_inputs.is_some() {
         // RFC 7616 §3.4: qop and nc are tokens, cnonce a quoted-string.
-        value.push_str(&format!(", cnonce={}, qop=auth, nc={nc_text}", quoted(cnonce)));
+        value.push_str(&format!(", cnonce={}, qop=auth, nc={nc_text}", quote(cnonce)));
     }
     if let Some(opaque) = &challenge.opaque {
-        value.push_str(&format!(", opaque={}", quoted(opaque)));
+        value.push_str(&format!(", opaque={}", quote(opaque)));
     }
     Ok(value)
 }
@@ -149,20 +150,6 @@ fn strength(algorithm: Algorithm) -> u8 {
         Algorithm::Md5 => 0,
         Algorithm::Sha256 => 1,
     }
-}
-
-/// `quoted-string` with `"` and `\` escaped as quoted-pairs (RFC 3261 §25.1).
-fn quoted(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -293,7 +293,8 @@ fn deadline(now: Instant, after: Duration) -> Instant {
     now.checked_add(after).or_else(|| now.checked_add(YEAR)).unwrap_or(now)
 }
 
-/// `quoted-string` of a configured value (RFC 3261 §25.1: `"` and `\` escaped).
+/// `quoted-string` of a value (RFC 3261 §25.1: `"` and `\` escaped), for our challenges
+/// and for our answers to trunks' ones.
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');

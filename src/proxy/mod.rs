@@ -820,9 +820,7 @@ impl Proxy {
         code: u16,
         policy: &mut dyn RoutingPolicy,
     ) {
-        let Ok(response) =
-            Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
-        else {
+        let Some(response) = own(bytes) else {
             return;
         };
         let Some(request) = self.contexts.get(server).map(|c| c.request.clone()) else { return };
@@ -943,9 +941,7 @@ impl Proxy {
             };
             bytes = forward::request(request, &edit);
         }
-        let Ok(forwarded) =
-            Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
-        else {
+        let Some(forwarded) = own(bytes) else {
             return false;
         };
         let Some(client) = client_key(&forwarded) else { return false };
@@ -1028,9 +1024,7 @@ impl Proxy {
                 let destination = b.destination;
                 let Some(invite) = self.table.get(branch).map(|t| t.request().clone()) else { return };
                 let bytes = Bytes::from(forward::cancel(&invite, reason));
-                let Ok(cancel) =
-                    Message::parse(bytes, &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
-                else {
+                let Some(cancel) = own(bytes) else {
                     return;
                 };
                 let Some(key) = client_key(&cancel) else { return };
@@ -1302,9 +1296,7 @@ impl Proxy {
             if auth.kind == TransportKind::Udp { ";rport" } else { "" }
         );
         let bytes = forward::reauthorize(&sent, &via, cseq.saturating_add(1), answer_header, &value);
-        let Ok(again) =
-            Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX })
-        else {
+        let Some(again) = own(bytes) else {
             return false;
         };
         let Some(key) = client_key(&again) else { return false };
@@ -1485,8 +1477,12 @@ fn upstream(ctx: &Context, response: &Message) -> Vec<u8> {
 
 /// `message` with `body` in place of its own (Content-Length follows).
 fn with_body(message: &Message, body: &[u8]) -> Option<Message> {
-    let bytes = forward::with_body(message, body);
-    Message::parse(Bytes::from(bytes), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX }).ok()
+    own(forward::with_body(message, body))
+}
+
+/// A message we built ourselves, read back: its size was decided upstream, so no limits.
+fn own(bytes: impl Into<Bytes>) -> Option<Message> {
+    Message::parse(bytes.into(), &Limits { max_message_size: usize::MAX, max_headers: usize::MAX }).ok()
 }
 
 /// Call-ID, From tag and To tag of a request.

@@ -301,11 +301,17 @@ pub fn sipp_uas(scenario: &str, port: u16, server: SocketAddr) -> tokio::process
 
 /// [`sipp_uas`] over SIPp's transport `mode` (`u1` UDP, `t1` TCP).
 pub fn sipp_uas_over(mode: &str, scenario: &str, port: u16, server: SocketAddr) -> tokio::process::Child {
+    sipp_uas_calls(mode, scenario, port, server, 1)
+}
+
+/// [`sipp_uas_over`] for `calls` calls of the scenario.
+pub fn sipp_uas_calls(mode: &str, scenario: &str, port: u16, server: SocketAddr, calls: u32) -> tokio::process::Child {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(scenario);
     tokio::process::Command::new("sipp")
         .arg("-sf")
         .arg(file)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-t", mode, "-nostdin", "-timeout", "20s"])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string(), "-t", mode])
+        .args(["-nostdin", "-timeout", "20s"])
         .arg(server.to_string())
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())

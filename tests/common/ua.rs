@@ -307,6 +307,14 @@ impl Ua {
     /// As the caller after a 2xx to `sent`: ACK it along the route set (the 2xx's
     /// Record-Route reversed, §12.1.2), then hang up with a BYE; returns the BYE's answer.
     pub async fn ack_and_hang_up(&mut self, sent: &Message, ok: &Message) -> Message {
+        let call = self.ack(sent, ok).await;
+        self.in_dialog("BYE", &call.contact, &call.route, &call.dialog, call.cseq + 1).await;
+        self.recv().await
+    }
+
+    /// As the caller after a 2xx to `sent`: ACK it along the route set (the 2xx's
+    /// Record-Route reversed, §12.1.2); returns what later requests in the call need.
+    pub async fn ack(&mut self, sent: &Message, ok: &Message) -> Answered {
         let mut route = all(ok, HeaderName::RecordRoute);
         route.reverse();
         let contact = header(ok, HeaderName::Contact).trim_matches(['<', '>']).to_string();
@@ -317,9 +325,17 @@ impl Ua {
         };
         let cseq = sent.cseq().map_or(1, |(n, _)| n);
         self.in_dialog("ACK", &contact, &route, &dialog, cseq).await;
-        self.in_dialog("BYE", &contact, &route, &dialog, cseq + 1).await;
-        self.recv().await
+        Answered { contact, route, dialog, cseq }
     }
+}
+
+/// The caller's side of an answered call: the remote target, the route set, the dialog
+/// and the INVITE's CSeq.
+pub struct Answered {
+    pub contact: String,
+    pub route: Vec<String>,
+    pub dialog: Dialog,
+    pub cseq: u32,
 }
 
 /// Enough of a dialog to send requests in it: our From, their To, the Call-ID.
