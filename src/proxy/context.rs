@@ -25,6 +25,9 @@ pub(super) struct Context {
     pub(super) final_sent: bool,
     /// Failover targets not tried yet, in order.
     pub(super) pending: VecDeque<Target>,
+    /// A branch went out with another From or To than received (caller ID toward a
+    /// trunk): responses get the received ones back.
+    pub(super) identity_changed: bool,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,7 @@ impl Context {
             best: None,
             final_sent: false,
             pending: VecDeque::new(),
+            identity_changed: false,
         }
     }
 

@@ -812,28 +812,32 @@ impl Proxy {
     }
 
     /// Sends a response upstream, after the policy had its say on the body.
+    /// `response` is the branch's as received (what the policy reads); `bytes` the copy
+    /// made for upstream, read back only when its body is rewritten.
     fn send_upstream(
         &mut self,
         now: Instant,
         server: &TransactionKey,
+        response: &Message,
         bytes: Vec<u8>,
-        code: u16,
         policy: &mut dyn RoutingPolicy,
     ) {
-        let Some(response) = own(bytes) else {
-            return;
-        };
-        let Some(request) = self.contexts.get(server).map(|c| c.request.clone()) else { return };
-        match policy.response_body(now, &request, &response) {
+        let Some(ctx) = self.contexts.get(server) else { return };
+        let code = response.status().unwrap_or(500);
+        match policy.response_body(now, &ctx.request, response) {
             BodyAction::Keep | BodyAction::Refuse(_) => {
-                let _ = self.table.send_response(now, server, response.bytes().clone(), code);
+                let _ = self.table.send_response(now, server, Bytes::from(bytes), code);
             }
             BodyAction::Replace(body) => {
-                let bytes = with_body(&response, &body).map_or_else(|| response.bytes().clone(), |m| m.bytes().clone());
+                let bytes = match own(bytes) {
+                    Some(upstream) => Bytes::from(forward::with_body(&upstream, &body)),
+                    None => return,
+                };
                 let _ = self.table.send_response(now, server, bytes, code);
             }
             BodyAction::Defer(id) => {
-                self.deferred.insert(id, Deferred::Response { server: server.clone(), response, code });
+                let Some(upstream) = own(bytes) else { return };
+                self.deferred.insert(id, Deferred::Response { server: server.clone(), response: upstream, code });
             }
         }
     }
@@ -961,6 +965,11 @@ impl Proxy {
         self.call_forwarded(key, &target.destination);
         let mut branch = Branch::new(client.clone(), target.destination, is_invite.then(|| now + self.config.timer_c));
         branch.failover_at = target.failover_timeout.map(|t| now + t);
+        if (target.from_user.is_some() || target.to.is_some())
+            && let Some(ctx) = self.contexts.get_mut(key)
+        {
+            ctx.identity_changed = true;
+        }
         branch.from_user = target.from_user;
         branch.auth = target.credentials.map(|credentials| BranchAuth {
             credentials,
@@ -1176,7 +1185,7 @@ impl Proxy {
             }
             if !ctx.final_sent {
                 let bytes = upstream(ctx, &response);
-                self.send_upstream(now, &server, bytes, code, policy);
+                self.send_upstream(now, &server, &response, bytes, policy);
             }
             if let Some(at) = restarted {
                 self.schedule(at, branch);
@@ -1215,7 +1224,7 @@ impl Proxy {
             ctx.final_sent = true;
             let is_invite = ctx.is_invite;
             let bytes = upstream(ctx, &response);
-            self.send_upstream(now, &server, bytes, code, policy);
+            self.send_upstream(now, &server, &response, bytes, policy);
             if is_invite {
                 self.cancel_pending(now, &server);
             }
@@ -1466,11 +1475,11 @@ const ANSWERED_LOCALLY: usize = 256;
 fn upstream(ctx: &Context, response: &Message) -> Vec<u8> {
     let caller = ctx.request.cseq().map(|(n, _)| n);
     let shifted = caller.filter(|n| response.cseq().is_some_and(|(r, _)| r != *n));
-    let uri_of = |m: &Message, name| m.first_value(name).and_then(|v| NameAddr::parse(&v).ok().map(|n| n.uri.to_vec()));
-    let changed =
-        [HeaderName::From, HeaderName::To].into_iter().any(|h| uri_of(&ctx.request, h) != uri_of(response, h));
-    match (changed, ctx.request.first_value(HeaderName::From), ctx.request.first_value(HeaderName::To)) {
-        (true, Some(from), Some(to)) => forward::response_restored(response, shifted, Some((&from, &to))),
+    if !ctx.identity_changed {
+        return forward::response_upstream(response, shifted);
+    }
+    match (ctx.request.first_value(HeaderName::From), ctx.request.first_value(HeaderName::To)) {
+        (Some(from), Some(to)) => forward::response_restored(response, shifted, Some((&from, &to))),
         _ => forward::response_upstream(response, shifted),
     }
 }
