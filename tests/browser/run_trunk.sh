@@ -15,10 +15,6 @@
 # then runs tests/browser/trunk_call.mjs and exits with its code (0 ok, 1 a check failed,
 # 2 timeout). On failure the tails of the logs go to stderr. WEBTRUNK_LOG overrides the
 # RUST_LOG filter (e.g. webtrunk=trace prints every SIP message).
-#
-# MEDIATEST_NO_MEDIA_CONFIG=1 leaves the [media] table and the trunk's media keys out of the
-# config: only for checking this harness against a webtrunk that does not know them yet
-# (the media checks then fail, but the calls' signalling can be seen).
 set -euo pipefail
 
 if [ "$#" -ne 2 ]; then
@@ -116,18 +112,13 @@ name = "bob"
 password = "bob-secret"
 EOF
 
-if [ "${MEDIATEST_NO_MEDIA_CONFIG:-0}" = 1 ]; then
-  media_table=
-  trunk_media=
-else
-  media_table="[media]
+media_table="[media]
 rtpengine = [\"127.0.0.1:$ng_port\"]
 timeout = \"1s\"
 retries = 2
 "
-  trunk_media='media = "bridge"
+trunk_media='media = "bridge"
 codecs = ["PCMU", "PCMA"]'
-fi
 
 mkdir -p "$workdir/state"
 cat >"$workdir/webtrunk.toml" <<EOF
