@@ -89,7 +89,7 @@ pub struct TransactionTable {
     grid_origin: Option<Instant>,
 }
 
-/// How far a wait timer (D, I, J, K) may fire after its deadline, so that many fire at once.
+/// How far a wait timer (D, I, J, K, L, M) may fire after its deadline, so that many fire at once.
 const WAIT_TIMER_GRID: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
@@ -284,7 +284,7 @@ impl TransactionTable {
     }
 
     /// The earliest time a machine needs firing: its next deadline, or for a wait timer
-    /// (D, I, J, K) up to [`WAIT_TIMER_GRID`] after it.
+    /// (D, I, J, K, L, M) up to [`WAIT_TIMER_GRID`] after it.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadlines.keys().next().map(|(at, _)| *at)
     }
@@ -325,13 +325,15 @@ impl TransactionTable {
 }
 
 /// When to fire a machine whose next timer is `timer` at `at`. The wait timers that end a
-/// transaction (D, I, J, K) only say how long to keep absorbing retransmissions, so waking
-/// a little after them changes nothing a peer sees: they are rounded up to a grid of
-/// [`WAIT_TIMER_GRID`] starting at `origin`, and the thousands of Timer J that a REGISTER
-/// storm arms over UDP fire in a few batches a second instead of one wake-up each.
-/// Retransmissions and timeouts (A, B, E, F, G, H, L, M) fire when they are due.
+/// transaction (D, I, J, K, and RFC 6026's L and M after a 2xx) only say how long to keep
+/// absorbing retransmissions, so waking a little after them changes nothing a peer sees:
+/// they are rounded up to a grid of [`WAIT_TIMER_GRID`] starting at `origin`. The
+/// thousands of Timer J that a REGISTER storm arms over UDP, and the L and M of every
+/// answered call, then fire in a few batches a second instead of one wake-up each (at
+/// 200 calls/s, one wake-up each was a fifth of the server's CPU).
+/// Retransmissions and timeouts (A, B, E, F, G, H) fire when they are due.
 fn wake_at(origin: &mut Option<Instant>, timer: Timer, at: Instant) -> Instant {
-    if !matches!(timer, Timer::D | Timer::I | Timer::J | Timer::K) {
+    if !matches!(timer, Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M) {
         return at;
     }
     let origin = *origin.get_or_insert(at);
@@ -577,6 +579,32 @@ mod tests {
         table.handle_timeout(j + Duration::from_millis(299));
         assert_eq!(table.len(), 1);
         table.handle_timeout(j + Duration::from_millis(300));
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn timer_l_after_a_2xx_fires_on_the_wait_timer_grid() {
+        let t0 = crate::clock::now();
+        let mut table = TransactionTable::new(10);
+        for (i, offset_ms) in [0u64, 30, 130].into_iter().enumerate() {
+            let now = t0 + Duration::from_millis(offset_ms);
+            let invite = with_branch(&invite(), &format!("z9hG4bKl{i}"));
+            let Match::New(key) = table.handle_request(now, &invite) else { panic!("a new INVITE") };
+            table.insert(key.clone(), UDP, ServerInvite::new(now, invite.clone(), true, TimerConfig::default())).unwrap();
+            table.send_response(now, &key, response_bytes(&invite, 200, Some("b")), 200).unwrap();
+        }
+        table.drain_outputs().for_each(drop);
+        // Timer L (64*T1) keeps each answered INVITE to absorb retransmissions; the first
+        // two end in one wake-up, the third in the next slot.
+        let l = t0 + Duration::from_secs(32);
+        assert_eq!(table.poll_timeout(), Some(l));
+        table.handle_timeout(l);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.poll_timeout(), Some(l + Duration::from_millis(100)));
+        table.handle_timeout(l + Duration::from_millis(100));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.poll_timeout(), Some(l + Duration::from_millis(200)));
+        table.handle_timeout(l + Duration::from_millis(200));
         assert!(table.is_empty());
     }
 
