@@ -47,6 +47,10 @@ pub(super) struct Branch {
     pub(super) cseq_offset: u32,
     /// The From user the target was sent (its dialog keeps presenting the caller so).
     pub(super) from_user: Option<String>,
+    /// The entry of the earlier of `timer_c` and `failover_at` in the proxy's deadline
+    /// queue, kept so that it leaves the queue when they change: a stale entry would wake
+    /// the server for nothing (two per answered call, three minutes later, for Timer C).
+    pub(super) scheduled: Option<(Instant, u64)>,
 }
 
 #[derive(Debug)]
@@ -93,6 +97,11 @@ impl Context {
 }
 
 impl Branch {
+    /// The deadline this branch needs next: the earlier of Timer C and failover.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        [self.timer_c, self.failover_at].into_iter().flatten().min()
+    }
+
     pub(super) fn new(key: TransactionKey, destination: Destination, timer_c: Option<Instant>) -> Self {
         Self {
             key,
@@ -104,6 +113,7 @@ impl Branch {
             auth: None,
             cseq_offset: 0,
             from_user: None,
+            scheduled: None,
         }
     }
 }

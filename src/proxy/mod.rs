@@ -245,11 +245,9 @@ pub struct Proxy {
     branches: HashMap<TransactionKey, TransactionKey>,
     tokens: TokenKey,
     dialogs: Dialogs,
-    /// Branch deadlines (Timer C, failover), earliest first. Entries go stale when a
-    /// deadline moves or is cleared; they are checked against the branch when they fire,
-    /// so nothing here is ever scanned in full.
-    branch_deadlines: std::collections::BTreeMap<(Instant, u64), TransactionKey>,
-    deadline_seq: u64,
+    /// Branch deadlines (Timer C, failover), earliest first: one entry per branch that
+    /// has one, moved or removed with it (see [`BranchDeadlines`]).
+    branch_deadlines: BranchDeadlines,
     /// Requests we send ourselves (OPTIONS health checks), by client key.
     originated: HashMap<TransactionKey, u64>,
     /// Their outcomes: the final response, or `None` for a timeout or transport error.
@@ -279,8 +277,7 @@ impl Proxy {
             contexts: HashMap::new(),
             branches: HashMap::new(),
             tokens: TokenKey::new(secret),
-            branch_deadlines: std::collections::BTreeMap::new(),
-            deadline_seq: 0,
+            branch_deadlines: BranchDeadlines::default(),
             originated: HashMap::new(),
             outcomes: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -340,7 +337,7 @@ impl Proxy {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let branch = self.branch_deadlines.keys().next().map(|(at, _)| *at);
+        let branch = self.branch_deadlines.next();
         [self.table.poll_timeout(), branch, self.dialogs.next_expiry()].into_iter().flatten().min()
     }
 
@@ -349,16 +346,13 @@ impl Proxy {
         // §16.8: Timer C on a ringing branch cancels it; one that never rang is Timer B's.
         let mut expired = Vec::new();
         let mut silent = Vec::new();
-        while let Some(entry) = self.branch_deadlines.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let branch = entry.remove();
+        while let Some(branch) = self.branch_deadlines.pop_due(now) {
             let Some(server) = self.branches.get(&branch).cloned() else { continue };
             let Some(b) = self.contexts.get_mut(&server).and_then(|c| c.branches.iter_mut().find(|b| b.key == branch))
             else {
                 continue;
             };
+            b.scheduled = None;
             if b.timer_c.is_some_and(|at| at <= now) {
                 b.timer_c = None;
                 expired.push((server.clone(), branch.clone()));
@@ -367,6 +361,7 @@ impl Proxy {
                 b.failover_at = None;
                 silent.push(branch);
             }
+            self.branch_deadlines.update(b);
         }
         for (server, branch) in expired {
             tracing::debug!(%branch, "Timer C fired; cancelling the branch");
@@ -977,9 +972,7 @@ impl Proxy {
             local: target.local,
             attempts: 0,
         });
-        for at in [branch.timer_c, branch.failover_at].into_iter().flatten() {
-            self.schedule(at, &client);
-        }
+        self.branch_deadlines.update(&mut branch);
         if let Some(ctx) = self.contexts.get_mut(key) {
             ctx.branches.push(branch);
         }
@@ -1030,6 +1023,7 @@ impl Proxy {
             BranchState::Proceeding => {
                 b.state = BranchState::Cancelling;
                 b.timer_c = None;
+                self.branch_deadlines.update(b);
                 let destination = b.destination;
                 let Some(invite) = self.table.get(branch).map(|t| t.request().clone()) else { return };
                 let bytes = Bytes::from(forward::cancel(&invite, reason));
@@ -1145,7 +1139,9 @@ impl Proxy {
                         self.branches.remove(&key);
                     } else {
                         self.call_context_ended(&key);
-                        self.contexts.remove(&key);
+                        if let Some(mut ctx) = self.contexts.remove(&key) {
+                            ctx.branches.iter_mut().for_each(|b| self.branch_deadlines.forget(b));
+                        }
                     }
                 }
             }
@@ -1179,16 +1175,13 @@ impl Proxy {
             }
             b.failover_at = None;
             // §16.7 step 2: a provisional restarts Timer C.
-            let restarted = b.timer_c.is_some().then(|| now + self.config.timer_c);
-            if let Some(at) = restarted {
-                b.timer_c = Some(at);
+            if b.timer_c.is_some() {
+                b.timer_c = Some(now + self.config.timer_c);
             }
+            self.branch_deadlines.update(b);
             if !ctx.final_sent {
                 let bytes = upstream(ctx, &response);
                 self.send_upstream(now, &server, &response, bytes, policy);
-            }
-            if let Some(at) = restarted {
-                self.schedule(at, branch);
             }
             if ring_cancel {
                 self.cancel_branch(now, &server, branch);
@@ -1205,6 +1198,7 @@ impl Proxy {
         ctx.branches[index].state = BranchState::Done(code);
         ctx.branches[index].timer_c = None;
         ctx.branches[index].failover_at = None;
+        self.branch_deadlines.update(&mut ctx.branches[index]);
         if code < 300 {
             // §16.7 step 5: every 2xx goes upstream at once, even after another.
             if ctx.is_invite && !ctx.final_sent {
@@ -1322,18 +1316,16 @@ impl Proxy {
         }
         let Some(ctx) = self.contexts.get_mut(server) else { return false };
         let Some(index) = ctx.branches.iter().position(|b| &b.key == branch) else { return false };
-        let old = ctx.branches.remove(index);
+        let mut old = ctx.branches.remove(index);
+        self.branch_deadlines.forget(&mut old);
         let mut retry = Branch::new(key.clone(), destination, is_invite.then(|| now + self.config.timer_c));
         retry.cseq_offset = old.cseq_offset + 1;
         retry.cancel_when_ringing = old.cancel_when_ringing;
         retry.from_user = old.from_user;
         retry.auth = old.auth.map(|a| BranchAuth { attempts: a.attempts + 1, ..a });
-        let timer_c = retry.timer_c;
+        self.branch_deadlines.update(&mut retry);
         ctx.branches.push(retry);
         self.branches.insert(key.clone(), server.clone());
-        if let Some(at) = timer_c {
-            self.schedule(at, &key);
-        }
         tracing::debug!(realm = %challenge.realm, "answered the trunk's challenge");
         true
     }
@@ -1357,11 +1349,6 @@ impl Proxy {
             Some((Side::Callee, _, identity)) => (None, Some(identity)),
             None => (None, None),
         }
-    }
-
-    fn schedule(&mut self, at: Instant, branch: &TransactionKey) {
-        self.deadline_seq += 1;
-        self.branch_deadlines.insert((at, self.deadline_seq), branch.clone());
     }
 
     /// Starts the next target of a failover search, if one is left and nothing final went
@@ -1548,6 +1535,52 @@ fn reply_destination(source: &Source, request: &Message) -> Destination {
     Destination::Datagram { local: source.local, remote }
 }
 
+/// The proxy's branch deadlines, earliest first, each entry owned by one [`Branch`] that
+/// records it in `scheduled`; a sequence number tells apart branches due at one instant.
+#[derive(Debug, Default)]
+struct BranchDeadlines {
+    queue: std::collections::BTreeMap<(Instant, u64), TransactionKey>,
+    seq: u64,
+}
+
+impl BranchDeadlines {
+    fn next(&self) -> Option<Instant> {
+        self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The next branch whose deadline is at or before `now`, out of the queue.
+    fn pop_due(&mut self, now: Instant) -> Option<TransactionKey> {
+        let entry = self.queue.first_entry().filter(|e| e.key().0 <= now)?;
+        Some(entry.remove())
+    }
+
+    /// After `branch`'s Timer C or failover time changed: its entry follows.
+    fn update(&mut self, branch: &mut Branch) {
+        let next = branch.next_deadline();
+        if next == branch.scheduled.map(|(at, _)| at) {
+            return;
+        }
+        self.forget(branch);
+        if let Some(at) = next {
+            self.seq += 1;
+            self.queue.insert((at, self.seq), branch.key.clone());
+            branch.scheduled = Some((at, self.seq));
+        }
+    }
+
+    /// `branch` is going away: so does its entry.
+    fn forget(&mut self, branch: &mut Branch) {
+        if let Some(slot) = branch.scheduled.take() {
+            self.queue.remove(&slot);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1649,6 +1682,26 @@ mod tests {
         let out = sent(&mut proxy);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].0.to_string(), out[0].2.status()), ("192.0.2.100:5060".into(), Some(200)));
+        assert_eq!(proxy.branch_deadlines.len(), 0, "no branch deadline outlives its answer");
+    }
+
+    #[test]
+    fn a_branch_keeps_one_deadline_which_leaves_with_the_answer() {
+        let (mut proxy, mut trunks, t0) = setup();
+        proxy.handle_request(t0, invite(), caller(), &mut trunks);
+        let to_trunk = sent(&mut proxy).remove(1).2;
+        // Timer C and the failover time: one entry, at the earlier (failover, 2 s).
+        assert_eq!(proxy.branch_deadlines.len(), 1);
+        assert_eq!(proxy.branch_deadlines.next(), Some(t0 + Duration::from_secs(2)));
+        // Ringing clears failover and restarts Timer C: still one entry, now Timer C's.
+        let ringing_at = t0 + Duration::from_secs(1);
+        proxy.handle_response(ringing_at, answer(&to_trunk, 180), &mut trunks);
+        assert_eq!(proxy.branch_deadlines.len(), 1);
+        assert_eq!(proxy.branch_deadlines.next(), Some(ringing_at + ProxyConfig::default().timer_c));
+        proxy.handle_response(ringing_at, answer(&to_trunk, 200), &mut trunks);
+        assert_eq!(proxy.branch_deadlines.len(), 0);
+        // Nothing of the branch's wakes the proxy three minutes later.
+        assert!(proxy.poll_timeout().is_none_or(|at| at < ringing_at + Duration::from_secs(60)));
     }
 
     #[test]

@@ -590,7 +590,9 @@ mod tests {
             let now = t0 + Duration::from_millis(offset_ms);
             let invite = with_branch(&invite(), &format!("z9hG4bKl{i}"));
             let Match::New(key) = table.handle_request(now, &invite) else { panic!("a new INVITE") };
-            table.insert(key.clone(), UDP, ServerInvite::new(now, invite.clone(), true, TimerConfig::default())).unwrap();
+            table
+                .insert(key.clone(), UDP, ServerInvite::new(now, invite.clone(), true, TimerConfig::default()))
+                .unwrap();
             table.send_response(now, &key, response_bytes(&invite, 200, Some("b")), 200).unwrap();
         }
         table.drain_outputs().for_each(drop);
