@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use webtrunk::config::Config;
 
+/// mimalloc instead of glibc's malloc: 8% fewer instructions per proxied call (malloc and
+/// free were 12% of them), measured with scripts/bench-profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "webtrunk", version, about = "SIP-over-WebSocket proxy: browsers make and take real phone calls")]
 struct Cli {

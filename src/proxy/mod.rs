@@ -25,8 +25,8 @@ use crate::message::forward::{self, RequestEdit};
 use crate::message::response::{self, Reply};
 use crate::message::{HeaderName, Host, Limits, Message, Method, NameAddr, Uri, Via};
 use crate::transaction::{
-    ClientInvite, ClientNonInvite, Output, ServerInvite, ServerNonInvite, TableOutput, TimerConfig, TransactionKey,
-    TransactionTable, client_key,
+    ClientInvite, ClientNonInvite, KeyMap, Output, ServerInvite, ServerNonInvite, TableOutput, TimerConfig,
+    TransactionKey, TransactionTable, client_key,
 };
 use crate::transport::{Destination, FlowId, Source, Transmit, TransportKind};
 
@@ -240,16 +240,16 @@ pub struct Proxy {
     config: ProxyConfig,
     table: TransactionTable,
     /// Response contexts by server transaction key.
-    contexts: HashMap<TransactionKey, Context>,
+    contexts: KeyMap<Context>,
     /// Client transaction key of each branch → server key of its context.
-    branches: HashMap<TransactionKey, TransactionKey>,
+    branches: KeyMap<TransactionKey>,
     tokens: TokenKey,
     dialogs: Dialogs,
     /// Branch deadlines (Timer C, failover), earliest first: one entry per branch that
     /// has one, moved or removed with it (see [`BranchDeadlines`]).
     branch_deadlines: BranchDeadlines,
     /// Requests we send ourselves (OPTIONS health checks), by client key.
-    originated: HashMap<TransactionKey, u64>,
+    originated: KeyMap<u64>,
     /// Their outcomes: the final response, or `None` for a timeout or transport error.
     outcomes: VecDeque<(u64, Option<Message>)>,
     transmits: VecDeque<Transmit>,
@@ -274,11 +274,11 @@ impl Proxy {
             table: TransactionTable::new(config.max_transactions),
             dialogs: Dialogs::new(config.max_dialog_duration, config.max_dialogs),
             config,
-            contexts: HashMap::new(),
-            branches: HashMap::new(),
+            contexts: KeyMap::default(),
+            branches: KeyMap::default(),
             tokens: TokenKey::new(secret),
             branch_deadlines: BranchDeadlines::default(),
-            originated: HashMap::new(),
+            originated: KeyMap::default(),
             outcomes: VecDeque::new(),
             transmits: VecDeque::new(),
             deferred: HashMap::new(),

@@ -151,11 +151,14 @@ struct KeyInner {
     hash: u64,
 }
 
+/// The keys of the SipHash that every [`TransactionKey`] is hashed with once: random per
+/// process, so a peer cannot craft branches whose hashes collide.
+static KEY_HASHER: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+
 impl TransactionKey {
     fn new(key: Key) -> Self {
-        let mut hasher = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&key, &mut hasher);
-        Self(std::sync::Arc::new(KeyInner { hash: std::hash::Hasher::finish(&hasher), key }))
+        let hash = std::hash::BuildHasher::hash_one(KEY_HASHER.get_or_init(std::hash::RandomState::new), &key);
+        Self(std::sync::Arc::new(KeyInner { hash, key }))
     }
 
     fn key(&self) -> &Key {
@@ -174,6 +177,45 @@ impl Eq for TransactionKey {}
 impl std::hash::Hash for TransactionKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.0.hash);
+    }
+}
+
+/// A map by [`TransactionKey`] that uses the key's own hash as it is: it is already a
+/// randomly keyed SipHash, and hashing it again cost every lookup a second SipHash (a
+/// call makes a few dozen lookups).
+pub type KeyMap<V> = std::collections::HashMap<TransactionKey, V, KeyHashing>;
+
+/// The [`std::hash::BuildHasher`] of [`KeyMap`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHashing;
+
+impl std::hash::BuildHasher for KeyHashing {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// Passes a [`TransactionKey`]'s stored hash through.
+#[derive(Debug)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Only `write_u64` is reached from a `TransactionKey`; anything else is folded in
+    /// rather than lost.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
     }
 }
 

@@ -8,14 +8,15 @@
 //! timers (`handle_timeout` at `poll_timeout`), then drain `poll_output` and send each
 //! `Transmit` to its destination.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::{
-    ClientInvite, ClientNonInvite, Output, ServerInvite, ServerNonInvite, Timer, TransactionKey, client_key, server_key,
+    ClientInvite, ClientNonInvite, KeyMap, Output, ServerInvite, ServerNonInvite, Timer, TransactionKey, client_key,
+    server_key,
 };
 use crate::message::{Message, Method};
 use crate::transport::{Destination, FlowId};
@@ -79,7 +80,7 @@ pub struct TransactionTable {
     capacity: usize,
     /// Boxed: the map's slots stay small (a transaction is some 400 bytes), so the
     /// capacity it keeps free and every rehash cost a pointer each, not a transaction.
-    entries: HashMap<TransactionKey, Box<Entry>>,
+    entries: KeyMap<Box<Entry>>,
     /// Each entry's next deadline, by (deadline, entry id): earliest first, ties in the
     /// order the machines were inserted.
     deadlines: BTreeMap<(Instant, u64), TransactionKey>,
@@ -106,7 +107,7 @@ impl TransactionTable {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: HashMap::new(),
+            entries: KeyMap::default(),
             deadlines: BTreeMap::new(),
             next_id: 0,
             outputs: VecDeque::new(),
