@@ -319,13 +319,23 @@ fn certificate_source(config: &Config) -> tls::CertificateSource {
 
 /// Runs webtrunk until SIGTERM or SIGINT, then shuts down gracefully.
 pub fn run(config: Config) -> Result<(), AppError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AppError::Runtime)?;
+    let runtime = match config.server.threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+    .map_err(AppError::Runtime)?;
     runtime.block_on(async {
         // Handlers first: a signal that arrives while listeners bind still stops us
         // gracefully instead of killing the process.
         let stop = Signals::install()?;
         let server = Server::start(&config).await?;
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), domains = ?config.server.domains, "webtrunk started");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            domains = ?config.server.domains,
+            threads = config.server.threads,
+            "webtrunk started"
+        );
         stop.wait().await;
         tracing::info!("shutting down");
         let stats = server.shutdown(config.server.shutdown_timeout).await;

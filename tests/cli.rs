@@ -46,15 +46,16 @@ fn check_config_exits_1_with_one_line_per_problem() {
     assert!(String::from_utf8_lossy(&missing.stdout).contains("/nonexistent/webtrunk.toml"));
 }
 
-/// Starts `webtrunk run` on port 0 everywhere and reads the bound addresses from its log.
-fn spawn_server(name: &str) -> (Child, Vec<(String, SocketAddr)>) {
+/// Starts `webtrunk run` on port 0 everywhere, on `threads` runtime threads (`server.threads`),
+/// and reads the bound addresses from its log.
+fn spawn_server(name: &str, threads: usize) -> (Child, Vec<(String, SocketAddr)>) {
     let dir = common::state_dir(name);
     let file = dir.join("webtrunk.toml");
     let any = "[\"127.0.0.1:0\"]";
     std::fs::write(
         &file,
         format!(
-            "[server]\nstate_dir = {:?}\nshutdown_timeout = \"3s\"\n[listen]\nudp = {any}\ntcp = {any}\ntls = {any}\nws = {any}\nwss = {any}\n",
+            "[server]\nstate_dir = {:?}\nshutdown_timeout = \"3s\"\nthreads = {threads}\n[listen]\nudp = {any}\ntcp = {any}\ntls = {any}\nws = {any}\nwss = {any}\n",
             dir.display().to_string()
         ),
     )
@@ -95,8 +96,8 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     None
 }
 
-async fn graceful_stop(signal: &str, name: &str) {
-    let (mut child, bound) = spawn_server(name);
+async fn graceful_stop(signal: &str, name: &str, threads: usize) {
+    let (mut child, bound) = spawn_server(name, threads);
     let ws_addr = bound.iter().find(|(k, _)| k == "WS").map(|(_, a)| *a).unwrap();
     let mut ws = common::ws_connect(ws_addr).await;
     let reply = common::ws_exchange(&mut ws, &common::options("cli-1", "WS")).await;
@@ -118,12 +119,14 @@ async fn graceful_stop(signal: &str, name: &str) {
 
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_0() {
-    graceful_stop("TERM", "sigterm").await;
+    // The default: everything on one thread.
+    graceful_stop("TERM", "sigterm", 1).await;
 }
 
 #[tokio::test]
 async fn sigint_stops_gracefully_too() {
-    graceful_stop("INT", "sigint").await;
+    // With a pool of threads, as `server.threads = 2` asks.
+    graceful_stop("INT", "sigint", 2).await;
 }
 
 #[test]

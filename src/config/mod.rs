@@ -68,6 +68,11 @@ pub struct Server {
     /// How long open calls and flows get to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Threads that run the sockets and the engine: 1 runs everything on one thread, 0
+    /// one per CPU. The engine is one state machine whatever this says; more threads
+    /// spread only TLS and WebSocket work, and cost every message a hand-over between
+    /// threads (11 to 16% more CPU per call on 2 cores, `scripts/bench-compare`).
+    pub threads: usize,
 }
 
 /// One socket per address; an empty list disables that transport.
@@ -255,6 +260,7 @@ impl Default for Server {
             domains: vec!["localhost".into()],
             state_dir: default_state_dir(),
             shutdown_timeout: Duration::from_secs(5),
+            threads: 1,
         }
     }
 }
