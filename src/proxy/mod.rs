@@ -497,7 +497,7 @@ impl Proxy {
             // gets a fresh challenge, which is as good, and no transaction is kept 32 s
             // for it (half of every REGISTER and INVITE exchange is this).
             self.table.remove(&key);
-            let tag = format!("{:016x}", loop_hash(&request));
+            let tag = local_tag(&request);
             let bytes = self.build_reply(&request, reply, &tag, None);
             self.transmits.push_back(Transmit { destination, bytes: Bytes::from(bytes) });
             return self.drain(now, policy);
@@ -1072,7 +1072,7 @@ impl Proxy {
 
     /// A response of ours on a server transaction.
     fn reply_bytes(&mut self, now: Instant, key: &TransactionKey, request: &Message, reply: LocalReply) {
-        let tag = format!("{:016x}", loop_hash(request));
+        let tag = local_tag(request);
         let bytes = self.build_reply(request, &reply, &tag, None);
         let _ = self.table.send_response(now, key, Bytes::from(bytes), reply.code);
     }
@@ -1093,7 +1093,7 @@ impl Proxy {
     }
 
     fn stateless_reply(&mut self, request: &Message, source: &Source, reply: LocalReply) {
-        let tag = format!("{:016x}", loop_hash(request));
+        let tag = local_tag(request);
         let bytes = self.build_reply(request, &reply, &tag, Some(source.remote));
         self.transmits
             .push_back(Transmit { destination: reply_destination(source, request), bytes: Bytes::from(bytes) });
@@ -1492,6 +1492,19 @@ fn dialog_tags(request: &Message) -> Option<(String, String, String)> {
     Some((call_id, tag(HeaderName::From)?, tag(HeaderName::To)?))
 }
 
+/// The To tag of a response we make ourselves: the same for a request and its
+/// retransmissions (their top Via, Call-ID and CSeq are the same), different for any
+/// other request (each has a branch of its own, and an RFC 2543 peer without one moves
+/// its CSeq). It reads three raw header values where [`loop_hash`] would parse From and
+/// walk the Routes.
+fn local_tag(request: &Message) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    request.top_via_raw().as_deref().hash(&mut h);
+    request.call_id().as_deref().hash(&mut h);
+    request.first_value(HeaderName::CSeq).as_deref().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 /// A hash of what makes a request the same request for loop detection (§16.6 step 8):
 /// Request-URI, From tag, Call-ID, CSeq number, Proxy-Require and Route.
 fn loop_hash(request: &Message) -> u64 {
@@ -1683,6 +1696,24 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].0.to_string(), out[0].2.status()), ("192.0.2.100:5060".into(), Some(200)));
         assert_eq!(proxy.branch_deadlines.len(), 0, "no branch deadline outlives its answer");
+    }
+
+    #[test]
+    fn local_tags_repeat_for_a_retransmission_and_differ_for_the_next_request() {
+        let register = |branch: &str, cseq: u32| {
+            let text = format!(
+                "REGISTER sip:localhost SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.100:5060;branch={branch}\r\n\
+                 From: <sip:alice@localhost>;tag=a\r\nTo: <sip:alice@localhost>\r\nCall-ID: reg-1\r\n\
+                 CSeq: {cseq} REGISTER\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(Bytes::from(text), &Limits::default()).unwrap()
+        };
+        let first = local_tag(&register("z9hG4bK1", 1));
+        assert_eq!(first.len(), 16);
+        assert_eq!(local_tag(&register("z9hG4bK1", 1)), first);
+        assert_ne!(local_tag(&register("z9hG4bK2", 2)), first);
+        // An RFC 2543 peer that keeps its Via still moves its CSeq.
+        assert_ne!(local_tag(&register("z9hG4bK1", 2)), first);
     }
 
     #[test]
