@@ -45,15 +45,29 @@ async fn bridged_server(name: &str, rtpengine: &Daemon, trunk: TrunkConfig) -> w
     start(&config).await
 }
 
-#[tokio::test]
-async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_with_the_call() {
+/// rtpengine, a bridged server, a SIPp carrier answering one call
+/// (`trunk_bridged_answer.xml`) and alice registered over WS, ready to call it.
+struct AnsweredCallSetup {
+    rtpengine: Daemon,
+    server: webtrunk::app::Server,
+    sipp: tokio::process::Child,
+    alice: Ua,
+}
+
+async fn answering_trunk(name: &str) -> AnsweredCallSetup {
     let rtpengine = Daemon::start();
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = bridged_server("media-bridge", &rtpengine, carrier(port)).await;
+    let server = bridged_server(name, &rtpengine, carrier(port)).await;
     let sipp = sipp_uas("trunk_bridged_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
     alice.register().await;
+    AnsweredCallSetup { rtpengine, server, sipp, alice }
+}
+
+#[tokio::test]
+async fn a_browser_offer_reaches_a_plain_rtp_trunk_lean_and_the_session_ends_with_the_call() {
+    let AnsweredCallSetup { rtpengine, server, sipp, mut alice } = answering_trunk("media-bridge").await;
     let sent = parse(&alice.invite_with("02079460958", &chromium_offer()).await);
     let ringing = alice.recv().await;
     assert_eq!(status(&ringing), 180, "{}", String::from_utf8_lossy(ringing.as_bytes()));
@@ -233,15 +247,10 @@ async fn browsers_call_each_other_peer_to_peer_unless_configured_through_rtpengi
 
 #[tokio::test]
 async fn an_ice_restart_from_the_browser_is_answered_without_renegotiating_the_trunk() {
-    let rtpengine = Daemon::start();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = bridged_server("media-ice-restart", &rtpengine, carrier(port)).await;
     // The trunk takes one INVITE, its ACK and a BYE: a re-INVITE or a stray ACK reaching
     // it fails its run.
-    let sipp = sipp_uas("trunk_bridged_answer.xml", port, server.addr(TransportKind::Udp).unwrap());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut alice = Ua::ws("alice", "alice-secret", server.addr(TransportKind::Ws).unwrap()).await;
-    alice.register().await;
+    let AnsweredCallSetup { rtpengine: _rtpengine, server, sipp, mut alice } =
+        answering_trunk("media-ice-restart").await;
     let offer = chromium_offer();
     let sent = parse(&alice.invite_with("02079460958", &offer).await);
     assert_eq!(status(&alice.recv().await), 180);
