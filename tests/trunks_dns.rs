@@ -101,7 +101,11 @@ async fn a_trunk_named_by_host_name_is_found_through_srv_and_keeps_its_name_in_t
 
 #[tokio::test]
 async fn a_dead_srv_primary_fails_over_to_the_secondary() {
-    let [dead, live] = free_udp_ports();
+    let [live] = free_udp_ports();
+    // The dead primary is a socket we hold and never read: a port merely left free could
+    // be taken by another test's server, whose answer (403) would end the search.
+    let dead_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = dead_socket.local_addr().unwrap().port();
     let dns = Dnsmasq::start("trunk-srv-failover", &carrier_records(&[(dead, 10), (live, 20)]));
     let mut config = config_routing_to("trunk-dns-failover", vec![trunk("carrier", "carrier.test", None)]);
     let server = start_with_dns(&mut config, &dns).await;
@@ -115,6 +119,7 @@ async fn a_dead_srv_primary_fails_over_to_the_secondary() {
     );
     sipp_finished(sipp).await;
     server.shutdown(Duration::from_secs(2)).await;
+    drop(dead_socket);
 }
 
 #[tokio::test]
