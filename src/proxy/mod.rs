@@ -1025,7 +1025,7 @@ impl Proxy {
                 b.timer_c = None;
                 self.branch_deadlines.update(b);
                 let destination = b.destination;
-                let Some(invite) = self.table.get(branch).map(|t| t.request().clone()) else { return };
+                let Some(invite) = self.table.get(branch).and_then(|t| t.request().cloned()) else { return };
                 let bytes = Bytes::from(forward::cancel(&invite, reason));
                 let Some(cancel) = own(bytes) else {
                     return;
@@ -1269,7 +1269,7 @@ impl Proxy {
             tracing::warn!(realm = %challenge.realm, user = %auth.credentials.username, "trunk refused our credentials");
             return false;
         }
-        let Some(sent) = self.table.get(branch).map(|t| t.request().clone()) else { return false };
+        let Some(sent) = self.table.get(branch).and_then(|t| t.request().cloned()) else { return false };
         let (Some(uri), Some(method), Some((cseq, _))) = (sent.request_uri(), sent.method(), sent.cseq()) else {
             return false;
         };
@@ -1370,7 +1370,7 @@ impl Proxy {
     /// Branches that did not answer within their failover time, abandoned as if they timed out.
     fn abandon_silent_branches(&mut self, now: Instant, silent: Vec<TransactionKey>, policy: &mut dyn RoutingPolicy) {
         for branch in silent {
-            let Some(request) = self.table.remove(&branch).map(|t| t.request().clone()) else { continue };
+            let Some(request) = self.table.remove(&branch).and_then(|t| t.request().cloned()) else { continue };
             tracing::debug!(%branch, "no answer within the failover timeout");
             let synthetic = self.build_reply(&request, &LocalReply::new(408), "timeout", None);
             if let Ok(timeout) = Message::parse(Bytes::from(synthetic), &Limits::default()) {

@@ -29,6 +29,7 @@ pub enum ClientInviteState {
 #[derive(Debug)]
 pub struct ClientInvite {
     state: ClientInviteState,
+    request: Message,
     core: Core,
     /// The current Timer A interval.
     timer_a: Duration,
@@ -48,7 +49,8 @@ impl ClientInvite {
     pub fn new(now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
         Self {
             state: ClientInviteState::Calling,
-            core: Core::client(now, request, reliable, config, Timer::A, Timer::B),
+            core: Core::client(now, request.bytes(), reliable, config, Timer::A, Timer::B),
+            request,
             timer_a: config.t1,
             ack: None,
         }
@@ -72,7 +74,7 @@ impl ClientInvite {
 
     /// The INVITE as sent: what a CANCEL for it is built from (§9.1).
     pub fn request(&self) -> &Message {
-        &self.core.request
+        &self.request
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -94,7 +96,7 @@ impl ClientInvite {
             (Calling | Proceeding, Event::Response(Class::Failure, response)) => {
                 self.state = Completed;
                 self.core.timers.clear();
-                let ack = Bytes::from(build_ack(&self.core.request, &response));
+                let ack = Bytes::from(build_ack(&self.request, &response));
                 self.core.push(Output::Response(response));
                 self.core.push(Output::Transmit(ack.clone()));
                 self.ack = Some(ack);
@@ -122,7 +124,7 @@ impl ClientInvite {
             | (Terminated, Event::Response(Class::Success | Class::Failure, _)) => {}
 
             (Calling, Event::Timer(Timer::A)) => {
-                self.core.push(Output::Transmit(self.core.request.bytes()));
+                self.core.push(Output::Transmit(self.request.bytes()));
                 self.timer_a = self.timer_a.saturating_mul(2);
                 self.core.timers.set(Timer::A, now + self.timer_a);
             }

@@ -22,6 +22,7 @@ pub enum ClientNonInviteState {
 #[derive(Debug)]
 pub struct ClientNonInvite {
     state: ClientNonInviteState,
+    request: Message,
     core: Core,
     /// The current Timer E interval.
     timer_e: Duration,
@@ -39,7 +40,8 @@ impl ClientNonInvite {
     pub fn new(now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
         Self {
             state: ClientNonInviteState::Trying,
-            core: Core::client(now, request, reliable, config, Timer::E, Timer::F),
+            core: Core::client(now, request.bytes(), reliable, config, Timer::E, Timer::F),
+            request,
             timer_e: config.t1,
         }
     }
@@ -61,7 +63,7 @@ impl ClientNonInvite {
     }
 
     pub fn request(&self) -> &Message {
-        &self.core.request
+        &self.request
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -86,12 +88,12 @@ impl ClientNonInvite {
             (Completed | Terminated, Event::Response(_, _)) => {}
 
             (Trying, Event::Timer(Timer::E)) => {
-                self.core.push(Output::Transmit(self.core.request.bytes()));
+                self.core.push(Output::Transmit(self.request.bytes()));
                 self.timer_e = self.timer_e.saturating_mul(2).min(self.core.config.t2);
                 self.core.timers.set(Timer::E, now + self.timer_e);
             }
             (Proceeding, Event::Timer(Timer::E)) => {
-                self.core.push(Output::Transmit(self.core.request.bytes()));
+                self.core.push(Output::Transmit(self.request.bytes()));
                 self.timer_e = self.core.config.t2;
                 self.core.timers.set(Timer::E, now + self.timer_e);
             }

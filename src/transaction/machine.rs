@@ -1,19 +1,19 @@
-//! What the four machines share and nothing else: the request that created the
-//! transaction, the kind of transport, the timer values, the armed timers and the queue of
-//! outputs ([`Core`]), and the driving methods `handle_timeout`, `poll_output`,
+//! What the four machines share and nothing else: the kind of transport, the timer values,
+//! the armed timers and the queue of outputs ([`Core`]), and the driving methods `handle_timeout`, `poll_output`,
 //! `poll_timeout` and `next_timer` (`plumbing!`). It holds no state enum and decides no
 //! transition: each machine's `step` does, in its own file.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{Output, Timer, TimerConfig, Timers};
-use crate::message::Message;
+use bytes::Bytes;
 
-/// Everything a machine holds besides its state and its own retransmission bookkeeping.
+use super::{Output, Timer, TimerConfig, Timers};
+
+/// Everything a machine holds besides its state, its request and its own retransmission
+/// bookkeeping.
 #[derive(Debug)]
 pub(super) struct Core {
-    pub(super) request: Message,
     /// TCP, TLS, WS or WSS: nothing is retransmitted and the wait timers are zero.
     pub(super) reliable: bool,
     pub(super) config: TimerConfig,
@@ -24,23 +24,23 @@ pub(super) struct Core {
 impl Core {
     /// A server transaction's (§17.2.1, §17.2.2): nothing sent and no timer armed until the
     /// TU responds.
-    pub(super) fn server(request: Message, reliable: bool, config: TimerConfig) -> Self {
-        Self { request, reliable, config, timers: Timers::default(), outputs: VecDeque::new() }
+    pub(super) fn server(reliable: bool, config: TimerConfig) -> Self {
+        Self { reliable, config, timers: Timers::default(), outputs: VecDeque::new() }
     }
 
-    /// A client transaction's (§17.1.1.2, §17.1.2.2): the request queued for transmission,
+    /// A client transaction's (§17.1.1.2, §17.1.2.2): the request's bytes queued for transmission,
     /// `retransmit` (Timer A or E) armed for T1 only over an unreliable transport, `timeout`
     /// (Timer B or F) armed for 64·T1 always.
     pub(super) fn client(
         now: Instant,
-        request: Message,
+        request: Bytes,
         reliable: bool,
         config: TimerConfig,
         retransmit: Timer,
         timeout: Timer,
     ) -> Self {
-        let mut core = Self::server(request, reliable, config);
-        core.push(Output::Transmit(core.request.bytes()));
+        let mut core = Self::server(reliable, config);
+        core.push(Output::Transmit(request));
         if !reliable {
             core.timers.set(retransmit, now + config.t1);
         }

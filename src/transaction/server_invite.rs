@@ -34,6 +34,9 @@ pub enum ServerInviteState {
 #[derive(Debug)]
 pub struct ServerInvite {
     state: ServerInviteState,
+    /// The INVITE until the final response: after it the machine only resends or absorbs,
+    /// and a UDP transaction waits 32 s (Timer H or L) holding nothing it does not need.
+    request: Option<Message>,
     core: Core,
     /// The current Timer G interval.
     timer_g: Duration,
@@ -55,7 +58,8 @@ impl ServerInvite {
     pub fn new(_now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
         Self {
             state: ServerInviteState::Proceeding,
-            core: Core::server(request, reliable, config),
+            request: Some(request),
+            core: Core::server(reliable, config),
             timer_g: config.t1,
             last_provisional: None,
             final_response: None,
@@ -86,7 +90,8 @@ impl ServerInvite {
     /// Sends a 100 (Trying) built from the INVITE (§8.2.6: no To tag), with the top Via
     /// stamped with `received`/`rport` for `source` (RFC 3581).
     pub fn send_trying(&mut self, now: Instant, source: Option<SocketAddr>) {
-        let trying = build(&self.core.request, &Reply { code: 100, source, ..Reply::default() });
+        let Some(request) = &self.request else { return };
+        let trying = build(request, &Reply { code: 100, source, ..Reply::default() });
         self.send_response(now, Bytes::from(trying), 100);
     }
 
@@ -99,9 +104,9 @@ impl ServerInvite {
         self.state
     }
 
-    /// The INVITE that created the transaction.
-    pub fn request(&self) -> &Message {
-        &self.core.request
+    /// The INVITE that created the transaction, until a final response was sent.
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_ref()
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -139,11 +144,13 @@ impl ServerInvite {
             }
             (Proceeding, Event::Respond(Class::Success, response)) => {
                 self.state = Accepted;
+                self.request = None;
                 self.core.push(Output::Transmit(response));
                 self.core.timers.set(Timer::L, now + self.core.config.transaction_timeout());
             }
             (Proceeding, Event::Respond(Class::Failure, response)) => {
                 self.state = Completed;
+                self.request = None;
                 self.core.push(Output::Transmit(response.clone()));
                 self.final_response = Some(response);
                 if !self.core.reliable {
@@ -239,6 +246,17 @@ mod tests {
             trying.first_value(crate::message::HeaderName::To),
             invite().first_value(crate::message::HeaderName::To)
         );
+    }
+
+    #[test]
+    fn server_invite_lets_its_request_go_with_a_final_response() {
+        for code in [200, 486] {
+            let mut h = proceeding(false);
+            respond(&mut h, 100, 180);
+            assert!(h.m.request().is_some(), "a provisional keeps it");
+            respond(&mut h, 200, code);
+            assert_eq!(h.m.request(), None, "{code}");
+        }
     }
 
     #[test]

@@ -305,7 +305,8 @@ impl TransactionTable {
         let Some(entry) = self.entries.get_mut(key) else { return };
         while let Some(output) = entry.transaction.poll_output() {
             let request = (matches!(output, Output::Timeout) && entry.transaction.is_client())
-                .then(|| entry.transaction.request().clone());
+                .then(|| entry.transaction.request().cloned())
+                .flatten();
             self.outputs.push_back(TableOutput { key: key.clone(), destination: entry.destination, output, request });
         }
         let next = entry.transaction.next_timer().map(|(timer, at)| wake_at(&mut self.grid_origin, timer, at));
@@ -369,11 +370,13 @@ impl Transaction {
         }
     }
 
-    /// The request that created the transaction.
-    pub fn request(&self) -> &Message {
+    /// The request that created the transaction. A server transaction lets it go when it
+    /// sends a final response; a client transaction keeps it (a CANCEL, an authenticated
+    /// retry and a timeout's 408 are built from it).
+    pub fn request(&self) -> Option<&Message> {
         match self {
-            Self::ClientInvite(m) => m.request(),
-            Self::ClientNonInvite(m) => m.request(),
+            Self::ClientInvite(m) => Some(m.request()),
+            Self::ClientNonInvite(m) => Some(m.request()),
             Self::ServerInvite(m) => m.request(),
             Self::ServerNonInvite(m) => m.request(),
         }
