@@ -308,7 +308,7 @@ fn wsinv_short_tortuous_invite_parses_with_unfolded_values() {
     ];
     for (raw_via, (transport, host, branch)) in vias.iter().zip(expect) {
         let via = Via::parse(raw_via).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(raw_via)));
-        assert_eq!((via.transport, &via.host, via.port, via.branch()), (transport, &host, None, Some(branch)));
+        assert_eq!((via.transport, via.host(), via.port, via.branch()), (transport, &host, None, Some(branch)));
     }
 
     // `s :` is an empty Subject.
@@ -549,11 +549,11 @@ fn longreq_long_values_and_34_vias_are_well_formed() {
     assert_eq!(vias.len(), 34);
     for (i, v) in vias.iter().take(33).enumerate() {
         let via = Via::parse(v).unwrap();
-        assert_eq!((via.transport, &via.host), (&b"TCP"[..], &name(&format!("sip{}.example.com", 33 - i))));
+        assert_eq!((via.transport, via.host()), (&b"TCP"[..], &name(&format!("sip{}.example.com", 33 - i))));
         assert_eq!(via.branch(), None);
     }
     let last = Via::parse(&vias[33]).unwrap();
-    assert_eq!(last.host, name("host.example.com"));
+    assert_eq!(*last.host(), name("host.example.com"));
     assert_eq!(last.received(), Some("192.0.2.5".parse().unwrap()));
     let branch = format!("very{}branchvalue", "long".repeat(50));
     assert_eq!(last.branch(), Some(branch.as_bytes()), "a branch without the magic cookie");
@@ -629,7 +629,7 @@ fn transports_all_known_and_an_unknown_via_transport_are_accepted() {
         .iter()
         .map(|v| {
             let via = Via::parse(v).unwrap();
-            (via.transport.to_vec(), via.host)
+            (via.transport.to_vec(), via.host().clone())
         })
         .collect();
     let expected: Vec<(Vec<u8>, Host)> = ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]
@@ -659,7 +659,7 @@ fn mpart01_binary_multipart_body_is_framed_by_content_length() {
 
     let vias = vias(&m);
     let via = Via::parse(&vias[0]).unwrap();
-    assert_eq!((via.host.clone(), via.port, via.rport()), (ip("127.0.0.1"), Some(5070), Some(None)));
+    assert_eq!((via.host().clone(), via.port, via.rport()), (ip("127.0.0.1"), Some(5070), Some(None)));
     assert!(raw_header(&m, "Identity").name == HeaderName::Other);
 
     // Over a stream, framing takes exactly the 553 body octets too.
@@ -1052,7 +1052,7 @@ fn bcast_response_with_broadcast_via_is_dropped() {
     let m = parse("bcast");
     let vias = vias(&m);
     let second = Via::parse(&vias[1]).unwrap();
-    assert_eq!(second.host, ip("255.255.255.255"));
+    assert_eq!(*second.host(), ip("255.255.255.255"));
     assert_silent("bcast", udp());
 }
 

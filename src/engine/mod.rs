@@ -29,7 +29,7 @@ use bytes::Bytes;
 use crate::auth::{AuthConfig, Authenticator, Users};
 use crate::clock::Entropy;
 use crate::message::response::{self, Reply};
-use crate::message::{self, HeaderName, Host, Message, Method, NameAddr, ParseError, Uri, Via};
+use crate::message::{self, HeaderName, Host, Message, Method, ParseError, Uri, Via};
 use crate::proxy::{Decision, LocalReply, Proxy, ProxyConfig, ProxyStats, RoutingPolicy};
 use crate::registrar::{MemoryStore, RegisterError, Registrar, RegistrarConfig, Snapshot};
 use crate::transaction::TimerConfig;
@@ -629,7 +629,7 @@ impl Local {
     /// A Request-URI without a user part whose host is one of our domains or the address
     /// the request arrived on.
     fn is_addressed_to_us(&self, message: &Message, source: &Source) -> bool {
-        let Some(Ok(Uri::Sip(uri))) = message.request_uri().map(Uri::parse) else { return false };
+        let Some(Ok(Uri::Sip(uri))) = message.parsed_request_uri() else { return false };
         if uri.user.is_some() {
             return false;
         }
@@ -700,7 +700,8 @@ fn validate(message: &Message) -> Result<(), RequestError> {
     // Every Via must parse, not only ours to answer: a broken one further down would
     // break the response path of whoever we forward to (RFC 4475 §3.1.2.1).
     if message.has_empty_list_element(HeaderName::Via)
-        || message.list(HeaderName::Via).iter().any(|v| Via::parse(v).is_err())
+        || !matches!(message.top_via(), Some(Ok(_)))
+        || message.list(HeaderName::Via).iter().skip(1).any(|v| Via::parse(v).is_err())
     {
         return Err(RequestError::Malformed("Via"));
     }
@@ -710,10 +711,8 @@ fn validate(message: &Message) -> Result<(), RequestError> {
             return Err(RequestError::Repeated(label));
         }
     }
-    for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
-        let value = message.first_value(name).ok_or(RequestError::Missing(label))?;
-        let addr = NameAddr::parse(&value).map_err(|_| RequestError::Malformed(label))?;
-        addr.parse_uri().map_err(|_| RequestError::Malformed(label))?;
+    for (uri, label) in [(message.from_uri(), "From"), (message.to_uri(), "To")] {
+        uri.ok_or(RequestError::Missing(label))?.map_err(|_| RequestError::Malformed(label))?;
     }
     message.call_id().filter(|c| !c.is_empty()).ok_or(RequestError::Missing("Call-ID"))?;
     if message.header(HeaderName::CSeq).is_none() {
@@ -729,8 +728,7 @@ fn validate(message: &Message) -> Result<(), RequestError> {
     if let Some(Err(())) = message.max_forwards() {
         return Err(RequestError::Malformed("Max-Forwards"));
     }
-    let uri = message.request_uri().ok_or(RequestError::RequestUri)?;
-    match Uri::parse(uri).map_err(|_| RequestError::RequestUri)? {
+    match message.parsed_request_uri().ok_or(RequestError::RequestUri)?.map_err(|_| RequestError::RequestUri)? {
         Uri::Sip(sip) if sip.headers.is_some() => Err(RequestError::RequestUri),
         Uri::Sip(_) => Ok(()),
         Uri::Other { .. } => Err(RequestError::UriScheme),

@@ -16,7 +16,7 @@ impl Local {
     /// from an authenticated user, another user's devices or, for a number, the trunks
     /// of the matching outbound rule in failover order.
     pub(super) fn call(&mut self, now: Instant, request: &Message, source: &Source) -> Result<Decision, RequestError> {
-        let Some(Ok(Uri::Sip(ruri))) = request.request_uri().map(Uri::parse) else {
+        let Some(Ok(Uri::Sip(ruri))) = request.parsed_request_uri() else {
             return Err(RequestError::RequestUri);
         };
         if !self.is_our_host(&ruri.host, source) {
@@ -302,11 +302,8 @@ impl Local {
             Verdict::Throttled { retry_after } => return Err(RequestError::Throttled { retry_after }),
             Verdict::Malformed(reason) => return Err(RequestError::Credentials(reason)),
         };
-        let from_user = request
-            .first_value(HeaderName::From)
-            .and_then(|f| NameAddr::parse(&f).ok().and_then(|n| n.parse_uri().ok()))
-            .and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
-        if from_user.as_deref() != Some(username.as_str()) {
+        let from_user = request.from_uri().and_then(Result::ok).and_then(|u| u.as_sip()?.user.as_deref());
+        if from_user != Some(username.as_str()) {
             return Err(RequestError::Impersonation);
         }
         Ok(username)
@@ -345,9 +342,7 @@ fn loose_route(proxy: &str) -> String {
 
 /// The user part of the To URI.
 fn to_user(request: &Message) -> Option<String> {
-    let to = request.first_value(HeaderName::To)?;
-    let uri = NameAddr::parse(&to).ok()?.parse_uri().ok()?;
-    uri.as_sip()?.user.clone()
+    request.to_uri()?.ok()?.as_sip()?.user.clone()
 }
 
 /// Our address on the side of a `kind` peer: the listener of that transport, else TCP's

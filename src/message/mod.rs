@@ -23,6 +23,7 @@ pub mod via;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -196,13 +197,68 @@ impl ParseError {
 }
 
 /// A parsed SIP message over the bytes it arrived in.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Message {
     bytes: Bytes,
     start: StartLine,
     version: (u32, u32),
     headers: Vec<Header>,
     body: Span,
+    /// Allocated when something first asks for a typed view.
+    views: Views,
+}
+
+/// The message is its bytes: what was parsed from them is not part of its identity.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.bytes, &self.start, self.version, &self.headers, self.body)
+            == (&other.bytes, &other.start, other.version, &other.headers, other.body)
+    }
+}
+
+impl Eq for Message {}
+
+/// Typed views of the values several layers read, each parsed on first use and kept with
+/// the message. Validation, the transaction key, the routing policy and the registrar each
+/// read the Request-URI, To and the top Via: a REGISTER parsed its top Via four times and
+/// its URIs seven, a fifth of what the server spent on it.
+#[derive(Debug, Default)]
+struct Views(OnceLock<Box<ViewCells>>);
+
+#[derive(Debug, Default)]
+struct ViewCells {
+    request_uri: OnceLock<Option<Result<Uri, UriError>>>,
+    from: OnceLock<Option<Result<Uri, UriError>>>,
+    to: OnceLock<Option<Result<Uri, UriError>>>,
+    top_via: OnceLock<Option<TopVia>>,
+}
+
+/// The top Via element: where its bytes are, and its parts.
+#[derive(Debug)]
+struct TopVia {
+    bytes: ElementBytes,
+    parts: Result<via::ViaParts, UriError>,
+}
+
+#[derive(Debug)]
+enum ElementBytes {
+    InMessage(Span),
+    /// A folded Via line, unfolded.
+    Unfolded(Box<[u8]>),
+}
+
+/// A copy reads its views again when asked: copying them would cost more than most
+/// copies ever read (a transaction keeps a copy only to resend it).
+impl Clone for Views {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl Views {
+    fn cells(&self) -> &ViewCells {
+        self.0.get_or_init(Box::default)
+    }
 }
 
 impl fmt::Debug for Message {
@@ -279,7 +335,14 @@ impl Message {
             None => available,
         };
         let body_start = pos.min(buf.len());
-        Ok(Self { start, version, headers, body: Span::new(body_start, body_start + body_len), bytes })
+        Ok(Self {
+            start,
+            version,
+            headers,
+            body: Span::new(body_start, body_start + body_len),
+            bytes,
+            views: Views::default(),
+        })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -407,14 +470,14 @@ impl Message {
     /// read or needs nothing.
     pub fn with_stamped_via(self, source: std::net::SocketAddr) -> Self {
         let Some(h) = self.header(HeaderName::Via).copied() else { return self };
-        let value = self.value(&h);
-        let mut elements = grammar::comma_elements(&value);
-        let Some(top) = elements.next() else { return self };
-        let Ok(via) = Via::parse(top) else { return self };
+        let Some(Ok(via)) = self.top_via() else { return self };
         let stamped = via.stamped(source);
-        if stamped == top {
+        if stamped == via.raw() {
             return self;
         }
+        let value = self.value(&h);
+        let mut elements = grammar::comma_elements(&value);
+        elements.next();
         let line_start = h.line.start as usize;
         let mut out = Vec::with_capacity(self.bytes.len() + 48);
         out.extend_from_slice(&self.bytes[..line_start]);
@@ -448,7 +511,24 @@ impl Message {
             })
             .collect();
         drop(value);
-        Self { bytes: Bytes::from(out), start: self.start, version: self.version, headers, body: shift(self.body) }
+        // The stamped element keeps its bytes up to the end of `sent-by`, so its parts are
+        // the original's; the other views read what the stamp did not touch.
+        let mut views = self.views;
+        if let Some(cells) = views.0.get_mut() {
+            let parts = cells.top_via.take().and_then(|top| top.map(|t| t.parts));
+            if let Some(parts) = parts {
+                let bytes = ElementBytes::InMessage(Span::new(value_start, value_start + stamped.len()));
+                cells.top_via.get_or_init(|| Some(TopVia { bytes, parts }));
+            }
+        }
+        Self {
+            bytes: Bytes::from(out),
+            start: self.start,
+            version: self.version,
+            headers,
+            body: shift(self.body),
+            views,
+        }
     }
 
     /// The first element of the first Via field: the hop that sent this message.
@@ -458,6 +538,62 @@ impl Message {
             Cow::Borrowed(v) => grammar::comma_elements(v).next().map(Cow::Borrowed),
             Cow::Owned(v) => grammar::comma_elements(&v).next().map(|e| Cow::Owned(e.to_vec())),
         }
+    }
+
+    /// The top Via, parsed once (RFC 3261 §20.42); `None` without a Via.
+    pub fn top_via(&self) -> Option<Result<Via<'_>, UriError>> {
+        let top = self.views.cells().top_via.get_or_init(|| {
+            let h = self.header(HeaderName::Via)?;
+            Some(match self.value(h) {
+                Cow::Borrowed(v) => {
+                    let element = grammar::comma_elements(v).next()?;
+                    // The element is a slice of the message's bytes: its offset is where
+                    // it starts in them.
+                    let start = element.as_ptr() as usize - self.bytes.as_ptr() as usize;
+                    let bytes = ElementBytes::InMessage(Span::new(start, start + element.len()));
+                    TopVia { bytes, parts: via::ViaParts::parse(element) }
+                }
+                Cow::Owned(v) => {
+                    let element: Box<[u8]> = grammar::comma_elements(&v).next()?.into();
+                    let parts = via::ViaParts::parse(&element);
+                    TopVia { bytes: ElementBytes::Unfolded(element), parts }
+                }
+            })
+        });
+        let top = top.as_ref()?;
+        let raw = match &top.bytes {
+            ElementBytes::InMessage(span) => self.bytes.get(span.range()).unwrap_or_default(),
+            ElementBytes::Unfolded(element) => &element[..],
+        };
+        Some(top.parts.as_ref().map(|parts| parts.view(raw)).map_err(|e| *e))
+    }
+
+    /// The Request-URI, parsed once; `None` for a response.
+    pub fn parsed_request_uri(&self) -> Option<Result<&Uri, UriError>> {
+        let uri = self.views.cells().request_uri.get_or_init(|| self.request_uri().map(Uri::parse));
+        uri.as_ref().map(|r| r.as_ref().map_err(|e| *e))
+    }
+
+    /// The URI of the From header, parsed once; `None` without a From header.
+    pub fn from_uri(&self) -> Option<Result<&Uri, UriError>> {
+        self.header_uri(&self.views.cells().from, HeaderName::From)
+    }
+
+    /// The URI of the To header, parsed once; `None` without a To header.
+    pub fn to_uri(&self) -> Option<Result<&Uri, UriError>> {
+        self.header_uri(&self.views.cells().to, HeaderName::To)
+    }
+
+    fn header_uri<'m>(
+        &'m self,
+        cell: &'m OnceLock<Option<Result<Uri, UriError>>>,
+        name: HeaderName,
+    ) -> Option<Result<&'m Uri, UriError>> {
+        let uri = cell.get_or_init(|| {
+            let value = self.first_value(name)?;
+            Some(NameAddr::parse(&value).and_then(|n| n.parse_uri()))
+        });
+        uri.as_ref().map(|r| r.as_ref().map_err(|e| *e))
     }
 
     pub fn call_id(&self) -> Option<Cow<'_, [u8]>> {
@@ -652,7 +788,44 @@ mod tests {
             let stamped = parse(text).unwrap().with_stamped_via(source);
             let reparsed = Message::parse(stamped.bytes(), &Limits::default()).unwrap();
             assert_eq!(stamped, reparsed, "{text}");
+            // The stamped copy keeps the top Via parsed before the stamp: it must read as
+            // the fresh parse does, the folded one included.
+            let kept = stamped.top_via().unwrap().unwrap();
+            let fresh = reparsed.top_via().unwrap().unwrap();
+            assert_eq!(kept, fresh, "{text}");
+            assert_eq!((kept.raw(), kept.rport(), kept.branch()), (fresh.raw(), fresh.rport(), fresh.branch()));
         }
+    }
+
+    #[test]
+    fn views_read_what_a_fresh_parse_reads_in_the_message_its_clones_and_its_stamped_copy() {
+        let text = "INVITE sip:bob@example.com;transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP\r\n 10.0.0.1:5062;branch=z9hG4bKa\r\n\
+                    From: \"A\" <sip:alice@example.com>;tag=1\r\nTo: bob <sip:bob@example.com>\r\nCall-ID: c\r\n\r\n";
+        let m = parse(text).unwrap();
+        let uri = |s: &str| Uri::parse(s.as_bytes()).unwrap();
+        let expect = |m: &Message| {
+            assert_eq!(m.parsed_request_uri(), Some(Ok(&uri("sip:bob@example.com;transport=tcp"))));
+            assert_eq!(m.from_uri(), Some(Ok(&uri("sip:alice@example.com"))));
+            assert_eq!(m.to_uri(), Some(Ok(&uri("sip:bob@example.com"))));
+            let via = m.top_via().unwrap().unwrap();
+            assert_eq!(
+                (via.transport, via.host(), via.port),
+                (&b"UDP"[..], &Host::Ip([10, 0, 0, 1].into()), Some(5062))
+            );
+        };
+        expect(&m);
+        expect(&m);
+        expect(&m.clone());
+        let stamped = m.with_stamped_via("192.0.2.9:7000".parse().unwrap());
+        expect(&stamped);
+        assert!(stamped.top_via().unwrap().unwrap().raw().ends_with(b";received=192.0.2.9"));
+
+        let bad = parse("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;;\r\nFrom: <sip:a@[::1>\r\n\r\n").unwrap();
+        assert_eq!(bad.top_via().map(|v| v.is_err()), Some(true));
+        assert_eq!(bad.from_uri().map(|u| u.is_err()), Some(true));
+        assert_eq!(bad.to_uri(), None);
+        let response = parse("SIP/2.0 200 OK\r\n\r\n").unwrap();
+        assert_eq!((response.parsed_request_uri(), response.top_via().is_none()), (None, true));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! One Via element (RFC 3261 §20.42, `via-parm`) and the `received`/`rport` stamping of
 //! RFC 3261 §18.2.1 and RFC 3581 §4.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 
 use super::grammar::{self, Param};
 use super::uri::{Host, UriError, parse_hostport};
@@ -14,7 +16,8 @@ pub const BRANCH_COOKIE: &str = "z9hG4bK";
 pub struct Via<'a> {
     /// `transport` of `sent-protocol` as written (`UDP`, `WSS`, `SCTP`, unknown ones).
     pub transport: &'a [u8],
-    pub host: Host,
+    /// Borrowed when the message parsed its top Via once and keeps it ([`ViaParts`]).
+    host: Cow<'a, Host>,
     pub port: Option<u16>,
     raw: &'a [u8],
     /// Where `sent-by` ends in `raw`; the parameters follow.
@@ -25,38 +28,18 @@ impl<'a> Via<'a> {
     /// Parses one element of a Via list. LWS is allowed around the slashes of
     /// `sent-protocol` and before `sent-by` (RFC 4475 §3.1.1.1).
     pub fn parse(raw: &'a [u8]) -> Result<Self, UriError> {
-        // `rest` stays a suffix of `raw`, so offsets into `raw` follow from its length.
-        let mut rest = raw;
-        let mut parts = [&b""[..]; 3];
-        // Nearly every Via starts `SIP/2.0/`: the loop below reads that prefix the same way.
-        let first = if raw.len() > 8 && raw[..8].eq_ignore_ascii_case(b"SIP/2.0/") {
-            parts[0] = &raw[..3];
-            parts[1] = &raw[4..7];
-            rest = &raw[8..];
-            2
-        } else {
-            0
-        };
-        for (n, part) in parts.iter_mut().enumerate().skip(first) {
-            rest = trim_lws(rest);
-            let end = rest.iter().position(|&c| !grammar::is_token_char(c)).unwrap_or(rest.len());
-            *part = &rest[..end];
-            rest = trim_lws(&rest[end..]);
-            if n < 2 {
-                rest = rest.strip_prefix(b"/").ok_or(UriError::NameAddr)?;
-            }
-        }
-        if parts.iter().any(|p| p.is_empty()) || !parts[0].eq_ignore_ascii_case(b"SIP") {
-            return Err(UriError::NameAddr);
-        }
-        let sent_by_start = raw.len() - rest.len();
-        let tail = &raw[sent_by_start..];
-        let sent_by_len = tail.iter().position(|&c| c == b';' || c.is_ascii_whitespace()).unwrap_or(tail.len());
-        let (host, port) = parse_hostport(&tail[..sent_by_len])?;
-        if !grammar::params_well_formed(&tail[sent_by_len..]) {
-            return Err(UriError::NameAddr);
-        }
-        Ok(Self { transport: parts[2], host, port, raw, sent_by_end: sent_by_start + sent_by_len })
+        let ViaParts { transport, host, port, sent_by_end } = ViaParts::parse(raw)?;
+        Ok(Self { transport: &raw[transport], host: Cow::Owned(host), port, raw, sent_by_end })
+    }
+
+    /// The host of `sent-by`.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The element as received (stamped, for a message we stamped).
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
     }
 
     pub fn params(&self) -> impl Iterator<Item = Param<'a>> + 'a {
@@ -96,7 +79,7 @@ impl<'a> Via<'a> {
     /// client asked for it. Other parameters keep their bytes and order.
     pub fn stamped(&self, source: SocketAddr) -> Vec<u8> {
         let wants_rport = self.rport().is_some();
-        let needs_received = wants_rport || self.host != Host::Ip(source.ip());
+        let needs_received = wants_rport || *self.host != Host::Ip(source.ip());
         let mut out = Vec::with_capacity(self.raw.len() + 40);
         out.extend_from_slice(&self.raw[..self.sent_by_end]);
         for p in self.params() {
@@ -120,6 +103,67 @@ impl<'a> Via<'a> {
             push_ip(&mut out, source.ip());
         }
         out
+    }
+}
+
+/// What [`Via::parse`] finds in an element, as offsets instead of borrows: a message keeps
+/// it beside its bytes, so its top Via is parsed once however many layers read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ViaParts {
+    transport: Range<usize>,
+    host: Host,
+    port: Option<u16>,
+    sent_by_end: usize,
+}
+
+impl ViaParts {
+    pub(super) fn parse(raw: &[u8]) -> Result<Self, UriError> {
+        // `rest` stays a suffix of `raw`, so offsets into `raw` follow from its length.
+        let mut rest = raw;
+        let mut parts = [0..0, 0..0, 0..0];
+        // Nearly every Via starts `SIP/2.0/`: the loop below reads that prefix the same way.
+        let first = if raw.len() > 8 && raw[..8].eq_ignore_ascii_case(b"SIP/2.0/") {
+            parts[0] = 0..3;
+            parts[1] = 4..7;
+            rest = &raw[8..];
+            2
+        } else {
+            0
+        };
+        for (n, part) in parts.iter_mut().enumerate().skip(first) {
+            rest = trim_lws(rest);
+            let end = rest.iter().position(|&c| !grammar::is_token_char(c)).unwrap_or(rest.len());
+            let start = raw.len() - rest.len();
+            *part = start..start + end;
+            rest = trim_lws(&rest[end..]);
+            if n < 2 {
+                rest = rest.strip_prefix(b"/").ok_or(UriError::NameAddr)?;
+            }
+        }
+        if parts.iter().any(Range::is_empty) || !raw[parts[0].clone()].eq_ignore_ascii_case(b"SIP") {
+            return Err(UriError::NameAddr);
+        }
+        let sent_by_start = raw.len() - rest.len();
+        let tail = &raw[sent_by_start..];
+        let sent_by_len = tail.iter().position(|&c| c == b';' || c.is_ascii_whitespace()).unwrap_or(tail.len());
+        let (host, port) = parse_hostport(&tail[..sent_by_len])?;
+        if !grammar::params_well_formed(&tail[sent_by_len..]) {
+            return Err(UriError::NameAddr);
+        }
+        let [_, _, transport] = parts;
+        Ok(Self { transport, host, port, sent_by_end: sent_by_start + sent_by_len })
+    }
+
+    /// The view over `raw`, the bytes these parts were parsed from, or bytes that keep
+    /// them up to the end of `sent-by` (a stamped copy).
+    pub(super) fn view<'a>(&'a self, raw: &'a [u8]) -> Via<'a> {
+        Via {
+            transport: raw.get(self.transport.clone()).unwrap_or_default(),
+            host: Cow::Borrowed(&self.host),
+            port: self.port,
+            raw,
+            sent_by_end: self.sent_by_end.min(raw.len()),
+        }
     }
 }
 
@@ -171,14 +215,14 @@ mod tests {
     fn parses_sent_protocol_with_lws_and_ipv6() {
         let v = Via::parse(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;rport;branch=390skdjuw").unwrap();
         assert_eq!(v.transport, b"UDP");
-        assert_eq!(v.host, Host::Ip("192.0.2.2".parse().unwrap()));
+        assert_eq!(*v.host(), Host::Ip("192.0.2.2".parse().unwrap()));
         assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
         assert_eq!(v.rport(), Some(None));
         let v = Via::parse(b"SIP/2.0/TCP [2001:db8::9:1]:5061;branch=z9hG4bKas3").unwrap();
         assert_eq!(v.port, Some(5061));
-        assert_eq!(v.host, Host::Ip("2001:db8::9:1".parse().unwrap()));
+        assert_eq!(*v.host(), Host::Ip("2001:db8::9:1".parse().unwrap()));
         let v = Via::parse(b"SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK1").unwrap();
-        assert!(v.host.is_invalid_tld());
+        assert!(v.host().is_invalid_tld());
         assert!(Via::parse(b"SIP/2.0 192.0.2.2").is_err());
         assert!(Via::parse(b"XMPP/2.0/UDP 192.0.2.2").is_err());
         assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;").is_err());

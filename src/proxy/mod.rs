@@ -1541,10 +1541,10 @@ fn reply_destination(source: &Source, request: &Message) -> Destination {
     if let Some(flow) = source.flow {
         return Destination::Flow(flow);
     }
-    let remote = request
-        .top_via_raw()
-        .and_then(|v| Via::parse(&v).ok().map(|via| via.response_address(source.remote)))
-        .unwrap_or(source.remote);
+    let remote = match request.top_via() {
+        Some(Ok(via)) => via.response_address(source.remote),
+        _ => source.remote,
+    };
     Destination::Datagram { local: source.local, remote }
 }
 

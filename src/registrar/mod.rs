@@ -286,9 +286,7 @@ impl Registrar {
     /// addresses) and To names an AOR in one of our domains.
     fn address_of_record(&self, request: &Message) -> Result<String, RegisterError> {
         self.served_request_uri(request)?;
-        let to = request.first_value(HeaderName::To).ok_or(RegisterError::NotFound)?;
-        let to = NameAddr::parse(&to).map_err(|_| RegisterError::NotFound)?;
-        let Ok(Uri::Sip(uri)) = to.parse_uri() else { return Err(RegisterError::NotFound) };
+        let Some(Ok(Uri::Sip(uri))) = request.to_uri() else { return Err(RegisterError::NotFound) };
         match (&uri.user, self.serves(&uri.host)) {
             (Some(user), true) => Ok(format!("{user}@{}", uri.host)),
             _ => Err(RegisterError::NotFound),
@@ -297,7 +295,7 @@ impl Registrar {
 
     /// The Request-URI is one of our domains (or an address of ours) without a user part.
     fn served_request_uri(&self, request: &Message) -> Result<(), RegisterError> {
-        let Some(Ok(Uri::Sip(ruri))) = request.request_uri().map(Uri::parse) else {
+        let Some(Ok(Uri::Sip(ruri))) = request.parsed_request_uri() else {
             return Err(RegisterError::DomainNotServed);
         };
         if ruri.user.is_some() || !(self.serves(&ruri.host) || matches!(ruri.host, Host::Ip(_))) {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::message::via::BRANCH_COOKIE;
-use crate::message::{Host, Message, Method, NameAddr, Via};
+use crate::message::{Host, Message, Method, NameAddr};
 
 pub use client_invite::{ClientInvite, ClientInviteState};
 pub use client_non_invite::{ClientNonInvite, ClientNonInviteState};
@@ -252,10 +252,13 @@ pub fn server_key(request: &Message) -> Option<TransactionKey> {
         Method::Ack => Method::Invite,
         other => other.clone(),
     };
-    let top = request.top_via_raw()?;
-    let via = Via::parse(&top).ok()?;
+    let via = request.top_via()?.ok()?;
     if let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_COOKIE.as_bytes())) {
-        return Some(TransactionKey::new(Key::Server { branch: branch.into(), sent_by: (via.host, via.port), method }));
+        return Some(TransactionKey::new(Key::Server {
+            branch: branch.into(),
+            sent_by: (via.host().clone(), via.port),
+            method,
+        }));
     }
     let from = request.first_value(crate::message::HeaderName::From)?;
     let from_tag = NameAddr::parse(&from).ok()?.tag().map(Box::from);
@@ -264,7 +267,7 @@ pub fn server_key(request: &Message) -> Option<TransactionKey> {
         from_tag,
         call_id: request.call_id()?.as_ref().into(),
         cseq: request.cseq()?.0,
-        top_via: top.as_ref().into(),
+        top_via: via.raw().into(),
         method,
     }))
 }
@@ -277,8 +280,7 @@ pub fn client_key(message: &Message) -> Option<TransactionKey> {
         Some(method) => method.clone(),
         None => message.cseq()?.1,
     };
-    let top = message.top_via_raw()?;
-    let branch = Via::parse(&top).ok()?.branch()?.into();
+    let branch = message.top_via()?.ok()?.branch()?.into();
     Some(TransactionKey::new(Key::Client { branch, method }))
 }
 
