@@ -512,11 +512,12 @@ impl Message {
             .collect();
         drop(value);
         // The stamped element keeps its bytes up to the end of `sent-by`, so its parts are
-        // the original's; the other views read what the stamp did not touch.
+        // the original's but for the parameters; the other views read what the stamp did
+        // not touch.
         let mut views = self.views;
         if let Some(cells) = views.0.get_mut() {
             let parts = cells.top_via.take().and_then(|top| top.map(|t| t.parts));
-            if let Some(parts) = parts {
+            if let Some(parts) = parts.map(|p| p.map(|p| p.with_params_of(&stamped))) {
                 let bytes = ElementBytes::InMessage(Span::new(value_start, value_start + stamped.len()));
                 cells.top_via.get_or_init(|| Some(TopVia { bytes, parts }));
             }

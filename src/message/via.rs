@@ -22,14 +22,25 @@ pub struct Via<'a> {
     raw: &'a [u8],
     /// Where `sent-by` ends in `raw`; the parameters follow.
     sent_by_end: usize,
+    /// Found while the parameters were checked: every layer asks for these two.
+    branch: Option<&'a [u8]>,
+    rport: Option<Option<u16>>,
 }
 
 impl<'a> Via<'a> {
     /// Parses one element of a Via list. LWS is allowed around the slashes of
     /// `sent-protocol` and before `sent-by` (RFC 4475 §3.1.1.1).
     pub fn parse(raw: &'a [u8]) -> Result<Self, UriError> {
-        let ViaParts { transport, host, port, sent_by_end } = ViaParts::parse(raw)?;
-        Ok(Self { transport: &raw[transport], host: Cow::Owned(host), port, raw, sent_by_end })
+        let ViaParts { transport, host, port, sent_by_end, branch, rport } = ViaParts::parse(raw)?;
+        Ok(Self {
+            transport: &raw[transport],
+            host: Cow::Owned(host),
+            port,
+            raw,
+            sent_by_end,
+            branch: branch.map(|b| &raw[b]),
+            rport,
+        })
     }
 
     /// The host of `sent-by`.
@@ -46,21 +57,17 @@ impl<'a> Via<'a> {
         grammar::params(&self.raw[self.sent_by_end..])
     }
 
-    fn param(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
-        self.params().find(|p| p.name.eq_ignore_ascii_case(name)).map(|p| p.value)
-    }
-
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.param(b"branch").flatten()
+        self.branch
     }
 
     /// `rport` (RFC 3581): `Some(None)` when the client asks for it without a value.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.param(b"rport").map(|v| v.and_then(grammar::decimal))
+        self.rport
     }
 
     pub fn received(&self) -> Option<IpAddr> {
-        let v = self.param(b"received").flatten()?;
+        let v = self.params().find(|p| p.name.eq_ignore_ascii_case(b"received"))?.value?;
         std::str::from_utf8(v).ok()?.parse().ok()
     }
 
@@ -114,6 +121,9 @@ pub(super) struct ViaParts {
     host: Host,
     port: Option<u16>,
     sent_by_end: usize,
+    /// The first `branch` parameter's value, when it has one.
+    branch: Option<Range<usize>>,
+    rport: Option<Option<u16>>,
 }
 
 impl ViaParts {
@@ -151,7 +161,29 @@ impl ViaParts {
             return Err(UriError::NameAddr);
         }
         let [_, _, transport] = parts;
-        Ok(Self { transport, host, port, sent_by_end: sent_by_start + sent_by_len })
+        let parts = Self { transport, host, port, sent_by_end: sent_by_start + sent_by_len, branch: None, rport: None };
+        Ok(parts.with_params_of(raw))
+    }
+
+    /// These parts for `raw`, which holds the same element up to the end of `sent-by`
+    /// with its parameters perhaps rewritten (stamped): `branch` and `rport` read again.
+    pub(super) fn with_params_of(mut self, raw: &[u8]) -> Self {
+        let (mut branch, mut rport) = (None, None);
+        // The first of each counts, as a search from the start would find it.
+        for p in grammar::params(raw.get(self.sent_by_end..).unwrap_or_default()) {
+            if branch.is_none() && p.name.eq_ignore_ascii_case(b"branch") {
+                // A value is a slice of `raw`: its offset is where it starts in it.
+                branch = Some(p.value.map(|v| {
+                    let start = v.as_ptr() as usize - raw.as_ptr() as usize;
+                    start..start + v.len()
+                }));
+            } else if rport.is_none() && p.name.eq_ignore_ascii_case(b"rport") {
+                rport = Some(p.value.and_then(grammar::decimal));
+            }
+        }
+        self.branch = branch.flatten();
+        self.rport = rport;
+        self
     }
 
     /// The view over `raw`, the bytes these parts were parsed from, or bytes that keep
@@ -163,6 +195,8 @@ impl ViaParts {
             port: self.port,
             raw,
             sent_by_end: self.sent_by_end.min(raw.len()),
+            branch: self.branch.clone().and_then(|b| raw.get(b)),
+            rport: self.rport,
         }
     }
 }
