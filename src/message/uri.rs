@@ -173,7 +173,9 @@ pub struct SipUri {
 impl Uri {
     /// Parses `Request-URI = SIP-URI / SIPS-URI / absoluteURI`.
     pub fn parse(s: &[u8]) -> Result<Self, UriError> {
-        let colon = memchr::memchr(b':', s).ok_or(UriError::Scheme)?;
+        // The scheme is a few letters: a plain scan finds its colon sooner than memchr's
+        // set-up would.
+        let colon = s.iter().position(|&c| c == b':').ok_or(UriError::Scheme)?;
         let scheme = &s[..colon];
         let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
             && scheme.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
@@ -204,14 +206,21 @@ impl Uri {
 
 impl SipUri {
     fn parse_after_scheme(secure: bool, s: &[u8]) -> Result<Self, UriError> {
-        if s.iter().any(|&c| c <= b' ' || c == 0x7f || c == b'<' || c == b'>' || c == b'"') {
-            return Err(UriError::Host);
+        // URIs are short: two plain passes cost less than a memchr for each delimiter.
+        // The first refuses what a URI cannot hold and finds where `userinfo` ends, at the
+        // only '@' a SIP URI may hold unescaped (§25.1).
+        let mut at = None;
+        for (i, &c) in s.iter().enumerate() {
+            match c {
+                0..=b' ' | 0x7f | b'<' | b'>' | b'"' => return Err(UriError::Host),
+                b'@' if at.is_none() => at = Some(i),
+                _ => {}
+            }
         }
-        // `userinfo` ends at the only '@' a SIP URI may hold unescaped (§25.1).
-        let (user, hostpart) = match memchr::memchr(b'@', s) {
+        let (user, hostpart) = match at {
             Some(at) => {
                 let userinfo = &s[..at];
-                let user = match memchr::memchr(b':', userinfo) {
+                let user = match userinfo.iter().position(|&c| c == b':') {
                     Some(c) => &userinfo[..c],
                     None => userinfo,
                 };
@@ -222,11 +231,23 @@ impl SipUri {
             }
             None => (None, s),
         };
-        let (before_headers, headers) = match memchr::memchr(b'?', hostpart) {
+        // The second: `?` starts the headers, and the first `;` before it the parameters.
+        let (mut semicolon, mut question) = (None, None);
+        for (i, &c) in hostpart.iter().enumerate() {
+            match c {
+                b';' if semicolon.is_none() => semicolon = Some(i),
+                b'?' => {
+                    question = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let (before_headers, headers) = match question {
             Some(q) => (&hostpart[..q], Some(owned_text(&hostpart[q + 1..]))),
             None => (hostpart, None),
         };
-        let (hostport, params) = match memchr::memchr(b';', before_headers) {
+        let (hostport, params) = match semicolon {
             Some(sc) => (&before_headers[..sc], &before_headers[sc + 1..]),
             None => (before_headers, &b""[..]),
         };
@@ -437,6 +458,62 @@ mod tests {
         assert_eq!(u.host, Host::Name("example.com".into()));
         assert_eq!(u.param("lr"), Some(None));
         assert_eq!(u.headers.as_deref(), Some("Subject=x"));
+    }
+
+    /// The split as first written, one search per delimiter, kept to check the two-pass
+    /// scan against.
+    /// User, hostport, parameters and headers.
+    type Split<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8], Option<&'a [u8]>);
+
+    fn split_reference(s: &[u8]) -> Result<Split<'_>, UriError> {
+        if s.iter().any(|&c| c <= b' ' || c == 0x7f || c == b'<' || c == b'>' || c == b'"') {
+            return Err(UriError::Host);
+        }
+        let (user, hostpart) = match s.iter().position(|&c| c == b'@') {
+            Some(at) => {
+                let userinfo = &s[..at];
+                let user = userinfo.split(|&c| c == b':').next().unwrap_or_default();
+                if user.is_empty() {
+                    return Err(UriError::User);
+                }
+                (Some(user), &s[at + 1..])
+            }
+            None => (None, s),
+        };
+        let (before, headers) = match hostpart.iter().position(|&c| c == b'?') {
+            Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
+            None => (hostpart, None),
+        };
+        let (hostport, params) = match before.iter().position(|&c| c == b';') {
+            Some(sc) => (&before[..sc], &before[sc + 1..]),
+            None => (before, &b""[..]),
+        };
+        Ok((user, hostport, params, headers))
+    }
+
+    #[test]
+    fn the_two_pass_scan_splits_as_one_search_per_delimiter_did() {
+        let alphabet = b"a1.@:;?= ";
+        let (mut inputs, mut level) = (vec![Vec::new()], vec![Vec::new()]);
+        for _ in 0..5 {
+            level = level.iter().flat_map(|s| alphabet.iter().map(move |&c| [&s[..], &[c]].concat())).collect();
+            inputs.extend(level.iter().cloned());
+        }
+        for rest in inputs {
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            let expected = split_reference(&rest).and_then(|(user, hostport, params, headers)| {
+                let (host, port) = parse_hostport(hostport)?;
+                Ok(SipUri {
+                    secure: false,
+                    user: user.map(text),
+                    host,
+                    port,
+                    params: text(params),
+                    headers: headers.map(text),
+                })
+            });
+            assert_eq!(SipUri::parse_after_scheme(false, &rest), expected, "{:?}", String::from_utf8_lossy(&rest));
+        }
     }
 
     #[test]

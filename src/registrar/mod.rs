@@ -195,7 +195,8 @@ impl Registrar {
             let key = std::cell::OnceCell::new();
             let existing = current.iter().position(|b| match (reg_id, &contact.instance) {
                 (Some(id), Some(instance)) => b.reg_id == Some(id) && b.instance.as_deref() == Some(instance.as_str()),
-                _ => uri_key(&b.uri) == *key.get_or_init(|| key_of(&contact.parsed)),
+                // The same text is the same URI; §19.1.4 equality only for the rest.
+                _ => b.uri == contact.uri || uri_key(&b.uri) == *key.get_or_init(|| key_of(&contact.parsed)),
             });
             if let Some(i) = existing {
                 let b = &current[i];
