@@ -453,7 +453,7 @@ fn escnull_escaped_nulls_in_uris_are_well_formed() {
     assert_eq!(name_addr(&from_value).tag(), Some(&b"839923423"[..]));
 
     let contacts: Vec<Option<String>> =
-        m.list(HeaderName::Contact).iter().map(|c| sip_uri(name_addr(c).uri).user).collect();
+        m.list(HeaderName::Contact).iter().map(|c| sip_uri(name_addr(c).uri).user.map(String::from)).collect();
     assert_eq!(contacts, [Some("%00".to_string()), Some("%00%00".to_string())]);
 
     let cl = m.header(HeaderName::ContentLength).expect("`L:0` is Content-Length");

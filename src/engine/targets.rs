@@ -23,7 +23,7 @@ impl Local {
             // We relay for nobody: calls out go through trunks by number.
             return Err(RequestError::Relaying);
         }
-        let Some(user) = ruri.user.clone() else { return Err(RequestError::NotFound) };
+        let Some(user) = ruri.user.as_deref().map(str::to_owned) else { return Err(RequestError::NotFound) };
         // A trunk is trusted by address; a browser never is one.
         let from_trunk = !matches!(source.kind, TransportKind::Ws | TransportKind::Wss)
             && self.config.routing.trunk_for_source(source.remote.ip()).is_some();
@@ -236,7 +236,7 @@ impl Local {
         asserted_identity: Option<String>,
     ) -> Result<Vec<Target>, RequestError> {
         let domain = match host {
-            Host::Name(name) => name.clone(),
+            Host::Name(name) => name.to_string(),
             Host::Ip(_) => self.config.domains.first().cloned().unwrap_or_else(|| "localhost".into()),
         };
         let aor = format!("{user}@{domain}");
@@ -342,7 +342,7 @@ fn loose_route(proxy: &str) -> String {
 
 /// The user part of the To URI.
 fn to_user(request: &Message) -> Option<String> {
-    request.to_uri()?.ok()?.as_sip()?.user.clone()
+    request.to_uri()?.ok()?.as_sip()?.user.as_deref().map(str::to_owned)
 }
 
 /// Our address on the side of a `kind` peer: the listener of that transport, else TCP's

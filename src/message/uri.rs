@@ -5,13 +5,17 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
+use compact_str::CompactString;
+
 use super::grammar::{self, Param};
 
 /// `host = hostname / IPv4address / IPv6reference`
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
-    /// A domain name, lower-cased (host names compare case-insensitively).
-    Name(String),
+    /// A domain name, lower-cased (host names compare case-insensitively). Kept inline
+    /// up to 24 bytes: every request names a few hosts, and an allocation each was a
+    /// tenth of the allocations of a registration.
+    Name(CompactString),
     Ip(IpAddr),
 }
 
@@ -55,7 +59,9 @@ impl Host {
         if !top_start.and_then(|at| s.get(at)).is_some_and(u8::is_ascii_alphabetic) {
             return Err(UriError::Host);
         }
-        String::from_utf8(s.to_ascii_lowercase()).map(Self::Name).map_err(|_| UriError::Host)
+        // Only ASCII letters, digits, '-' and '.' got here.
+        let name = std::str::from_utf8(s).map_err(|_| UriError::Host)?;
+        Ok(Self::Name(CompactString::from(name).to_ascii_lowercase()))
     }
 
     /// RFC 7118 §5 and RFC 5626: `.invalid` names are placeholders and are never resolved.
@@ -108,10 +114,10 @@ fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
 
 /// The text of a URI part: copied as it is when it is UTF-8 (always, from a parsed
 /// message), with replacement characters otherwise.
-fn owned_text(bytes: &[u8]) -> String {
+fn owned_text(bytes: &[u8]) -> CompactString {
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(text) => CompactString::from(text),
+        Err(_) => CompactString::from(String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -161,13 +167,14 @@ pub enum Uri {
 pub struct SipUri {
     pub secure: bool,
     /// The user part as written, escapes not decoded (comparison decodes, §19.1.4).
-    pub user: Option<String>,
+    /// Inline up to 24 bytes, as the parameters are.
+    pub user: Option<CompactString>,
     pub host: Host,
     pub port: Option<u16>,
     /// `uri-parameters`, without the leading `;`.
-    pub params: String,
+    pub params: CompactString,
     /// `headers`, without the leading `?`.
-    pub headers: Option<String>,
+    pub headers: Option<CompactString>,
 }
 
 impl Uri {
@@ -500,7 +507,7 @@ mod tests {
             inputs.extend(level.iter().cloned());
         }
         for rest in inputs {
-            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            let text = |b: &[u8]| CompactString::from(std::str::from_utf8(b).unwrap());
             let expected = split_reference(&rest).and_then(|(user, hostport, params, headers)| {
                 let (host, port) = parse_hostport(hostport)?;
                 Ok(SipUri {
