@@ -706,8 +706,12 @@ impl Proxy {
     /// §16.3 step 4: a Via of ours whose branch carries this request's loop hash means it
     /// came back unchanged.
     fn is_loop(&self, request: &Message) -> bool {
-        // Almost every request carries no branch of ours at all: no hashing for those.
-        if memchr::memmem::find(request.as_bytes(), OUR_BRANCH.as_bytes()).is_none() {
+        // Almost every request carries no branch of ours at all: no hashing for those. Our
+        // branch can only be in a Via, and the Via lines are a tenth of a request.
+        let ours = request
+            .headers_named(HeaderName::Via)
+            .any(|h| memchr::memmem::find(request.raw_line(h), OUR_BRANCH.as_bytes()).is_some());
+        if !ours {
             return false;
         }
         let mark = format!("{}{:016x}.", OUR_BRANCH, loop_hash(request));
@@ -1696,6 +1700,30 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].0.to_string(), out[0].2.status()), ("192.0.2.100:5060".into(), Some(200)));
         assert_eq!(proxy.branch_deadlines.len(), 0, "no branch deadline outlives its answer");
+    }
+
+    #[test]
+    fn a_request_back_unchanged_is_a_loop_and_one_back_with_a_new_target_a_spiral() {
+        let (mut proxy, mut trunks, t0) = setup();
+        proxy.handle_request(t0, invite(), caller(), &mut trunks);
+        let forwarded = sent(&mut proxy).remove(1).2;
+        let from_trunk = Source { remote: "192.0.2.1:5060".parse().unwrap(), ..caller() };
+        let text = String::from_utf8_lossy(forwarded.as_bytes()).into_owned();
+        let first_line = "INVITE sip:+15550100@192.0.2.1:5060 SIP/2.0";
+        assert!(text.starts_with(first_line));
+        let back = text.replacen(first_line, "INVITE sip:+15550100@localhost SIP/2.0", 1);
+        let back = Message::parse(Bytes::from(back), &Limits::default()).unwrap();
+        // Each arrives at a proxy of its own: both carry the branch of our Via, so one
+        // proxy would take the second for a retransmission of the first.
+        let answers = |request: Message| {
+            let (mut proxy, mut trunks, t0) = setup();
+            proxy.handle_request(t0, request, from_trunk, &mut trunks);
+            sent(&mut proxy).iter().filter_map(|(_, _, m)| m.status()).collect::<Vec<_>>()
+        };
+        assert_eq!(answers(back), [482]);
+        // With the Request-URI the proxy gave it, it is a spiral (§16.3 step 4).
+        let spiral = answers(forwarded);
+        assert!(!spiral.contains(&482), "{spiral:?}");
     }
 
     #[test]
