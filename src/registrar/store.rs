@@ -103,7 +103,14 @@ impl LocationStore for MemoryStore {
             self.by_aor.remove(aor).map_or(0, |b| b.len())
         } else {
             let new = bindings.len();
-            let old = self.by_aor.insert(aor.to_string(), bindings).map_or(0, |b| b.len());
+            // A refresh finds its AOR in place: no new key for it.
+            let old = match self.by_aor.get_mut(aor) {
+                Some(slot) => std::mem::replace(slot, bindings).len(),
+                None => {
+                    self.by_aor.insert(aor.to_string(), bindings);
+                    0
+                }
+            };
             self.count += new;
             old
         };
