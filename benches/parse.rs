@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use webtrunk::message::{HeaderName, Limits, Message, NameAddr, Via, framing};
+use webtrunk::message::{HeaderName, Limits, Message, NameAddr, Via, digest, framing};
 
 const REGISTER: &str = "REGISTER sip:example.com SIP/2.0\r\n\
 Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK6rql6fa\r\n\
@@ -63,9 +63,23 @@ fn wire(c: &mut Criterion) {
     }
 }
 
+/// Authorization values as the two clients we see most send them: SIPp (no spaces, nc
+/// before nonce) and JsSIP (`, ` separators, algorithm first).
+const SIPP_CREDENTIALS: &str = "Digest username=\"user17\",realm=\"localhost\",cnonce=\"6b8b4567\",nc=00000001,qop=auth,uri=\"sip:localhost\",nonce=\"3f5d0e4c8a1b7f2e9d6c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e\",response=\"0a4f113b1c6a9c2c5a0b0e6c6e1d0e3f\",algorithm=MD5";
+const JSSIP_CREDENTIALS: &str = "Digest algorithm=MD5, username=\"alice\", realm=\"localhost\", nonce=\"3f5d0e4c8a1b7f2e9d6c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e\", uri=\"sip:localhost\", response=\"0a4f113b1c6a9c2c5a0b0e6c6e1d0e3f\", qop=auth, cnonce=\"8o3pf0ckq1b6\", nc=00000001";
+
+fn digest_credentials(c: &mut Criterion) {
+    let mut group = c.benchmark_group("digest_credentials");
+    group.throughput(Throughput::Elements(1));
+    for (name, value) in [("sipp", SIPP_CREDENTIALS), ("jssip", JSSIP_CREDENTIALS)] {
+        group.bench_function(name, |b| b.iter(|| digest::parse_credentials(black_box(value.as_bytes()))));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = wire
+    targets = wire, digest_credentials
 }
 criterion_main!(benches);

@@ -275,7 +275,7 @@ impl Authenticator {
                 NonceCount::Forgotten => return STALE_CHALLENGE,
             }
         }
-        Check::Done(Verdict::Authenticated { username: creds.username })
+        Check::Done(Verdict::Authenticated { username: creds.username.into_string() })
     }
 }
 

@@ -20,32 +20,34 @@
 //! case-insensitive, empty list elements are skipped; a repeated parameter, an unterminated
 //! quote or an `nc` that is not 8 hex digits is an error.
 
-use std::borrow::Cow;
+use compact_str::CompactString;
 
 use super::grammar::{is_token_char, trim};
 
 /// The Digest credentials of one Authorization or Proxy-Authorization value (RFC 3261
-/// §22.4, RFC 7616 §3.4). Values are unquoted, with quoted-pair escapes removed.
+/// §22.4, RFC 7616 §3.4). Values are unquoted, with quoted-pair escapes removed. They are
+/// CompactStrings because all but the nonce and the response fit in one (24 bytes), each
+/// sparing an allocation and its free.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestCredentials {
-    pub username: String,
-    pub realm: String,
-    pub nonce: String,
+    pub username: CompactString,
+    pub realm: CompactString,
+    pub nonce: CompactString,
     /// `digest-uri` exactly as received (quotes removed only): the response hashes this text,
     /// and RFC 7616 §3.4.6 compares it with the Request-URI as received.
-    pub uri: String,
-    pub response: String,
+    pub uri: CompactString,
+    pub response: CompactString,
     /// As sent (`MD5`, `SHA-256`, ...); absent means MD5.
-    pub algorithm: Option<String>,
-    pub cnonce: Option<String>,
+    pub algorithm: Option<CompactString>,
+    pub cnonce: Option<CompactString>,
     /// `nc` read as the 8 hex digits it is (`0000000a` is 10).
     pub nc: Option<u32>,
     /// `nc` as sent: the response hashes this text, which may differ from a re-printed
     /// `{:08x}` in letter case.
-    pub nc_raw: Option<String>,
+    pub nc_raw: Option<CompactString>,
     /// As sent (`auth`); present only together with `cnonce` and `nc`.
-    pub qop: Option<String>,
-    pub opaque: Option<String>,
+    pub qop: Option<CompactString>,
+    pub opaque: Option<CompactString>,
 }
 
 /// One Digest challenge of a WWW-Authenticate or Proxy-Authenticate value (RFC 3261 §25.1
@@ -143,51 +145,19 @@ impl DigestError {
 }
 
 /// More parameters than any real client sends (JsSIP sends 9, RFC 7616 defines 12); the
-/// bound keeps the duplicate check quadratic in a small number.
+/// bound keeps the duplicate check among unknown names quadratic in a small number.
 pub const MAX_PARAMS: usize = 32;
 
 /// Reads the value of an Authorization or Proxy-Authorization header (`Digest k=v, k="v"`).
 /// The scheme is case-insensitive; any other scheme is [`DigestError::Scheme`].
 pub fn parse_credentials(value: &[u8]) -> Result<DigestCredentials, DigestError> {
-    let params = digest_params(value)?;
-    let mut username = None;
-    let mut realm = None;
-    let mut nonce = None;
-    let mut uri = None;
-    let mut response = None;
-    let mut algorithm = None;
-    let mut cnonce = None;
-    let mut nc_raw = None;
-    let mut qop = None;
-    let mut opaque = None;
-    for param in &params {
-        let name = param.name;
-        let slot = if name.eq_ignore_ascii_case(b"username") {
-            &mut username
-        } else if name.eq_ignore_ascii_case(b"realm") {
-            &mut realm
-        } else if name.eq_ignore_ascii_case(b"nonce") {
-            &mut nonce
-        } else if name.eq_ignore_ascii_case(b"uri") {
-            &mut uri
-        } else if name.eq_ignore_ascii_case(b"response") {
-            &mut response
-        } else if name.eq_ignore_ascii_case(b"algorithm") {
-            &mut algorithm
-        } else if name.eq_ignore_ascii_case(b"cnonce") {
-            &mut cnonce
-        } else if name.eq_ignore_ascii_case(b"nc") {
-            &mut nc_raw
-        } else if name.eq_ignore_ascii_case(b"qop") {
-            &mut qop
-        } else if name.eq_ignore_ascii_case(b"opaque") {
-            &mut opaque
-        } else {
-            // auth-param: extensions (userhash, username*) are read past, not understood.
-            continue;
-        };
-        *slot = Some(text(&param.value)?);
-    }
+    // auth-param: extensions (userhash, username*) are read past, not understood.
+    let params = Params::read(value)?;
+    let text = |name| params.text::<CompactString>(name);
+    let (username, realm, nonce, uri) =
+        (text(Name::Username)?, text(Name::Realm)?, text(Name::Nonce)?, text(Name::Uri)?);
+    let (response, algorithm, cnonce) = (text(Name::Response)?, text(Name::Algorithm)?, text(Name::Cnonce)?);
+    let (nc_raw, qop, opaque) = (text(Name::Nc)?, text(Name::Qop)?, text(Name::Opaque)?);
     let nc = nc_raw.as_deref().map(nonce_count).transpose()?;
     if qop.is_some() {
         if cnonce.is_none() {
@@ -215,26 +185,11 @@ pub fn parse_credentials(value: &[u8]) -> Result<DigestCredentials, DigestError>
 /// Reads the value of a WWW-Authenticate or Proxy-Authenticate header: one Digest
 /// challenge (the UAC side, toward trunks).
 pub fn parse_challenge(value: &[u8]) -> Result<DigestChallenge, DigestError> {
-    let params = digest_params(value)?;
-    let mut realm = None;
-    let mut nonce = None;
-    let mut algorithm = None;
-    let mut qop = None;
-    let mut opaque = None;
-    let mut stale = None;
-    for param in &params {
-        let slot = match param.name.to_ascii_lowercase().as_slice() {
-            b"realm" => &mut realm,
-            b"nonce" => &mut nonce,
-            b"algorithm" => &mut algorithm,
-            b"qop" => &mut qop,
-            b"opaque" => &mut opaque,
-            b"stale" => &mut stale,
-            // domain, charset, userhash and extensions.
-            _ => continue,
-        };
-        *slot = Some(text(&param.value)?);
-    }
+    // domain, charset, userhash and extensions are read past.
+    let params = Params::read(value)?;
+    let text = |name| params.text::<String>(name);
+    let (realm, nonce, algorithm) = (text(Name::Realm)?, text(Name::Nonce)?, text(Name::Algorithm)?);
+    let (qop, opaque, stale) = (text(Name::Qop)?, text(Name::Opaque)?, text(Name::Stale)?);
     let stale = match stale.as_deref() {
         None => false,
         Some(s) if s.eq_ignore_ascii_case("true") => true,
@@ -255,109 +210,278 @@ pub fn parse_challenge(value: &[u8]) -> Result<DigestChallenge, DigestError> {
     })
 }
 
-/// One `auth-param`: the name as written and the value unquoted.
+/// The parameter names either reader keeps, each with a slot in [`Params`]: a repeat of
+/// one is found by its slot being taken, not by comparing it with every earlier name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Username,
+    Realm,
+    Nonce,
+    Uri,
+    Response,
+    Algorithm,
+    Cnonce,
+    Nc,
+    Qop,
+    Opaque,
+    Stale,
+}
+
+impl Name {
+    const COUNT: usize = Self::Stale as usize + 1;
+
+    /// The known name `s` starts with, in any letter case (RFC 7616 §3.4), and its
+    /// length; `None` if the token `s` starts with is any other (domain, userhash,
+    /// extensions), or no token.
+    fn at_start_of(s: &[u8]) -> Option<(Self, usize)> {
+        // The first eight bytes as one word, compared at once rather than scanned for the
+        // end of the token and then compared letter by letter. A name is followed by `=`
+        // and a value, so eight bytes are almost always there.
+        let mut head = [0; 8];
+        match s.first_chunk::<8>() {
+            Some(chunk) => head = *chunk,
+            None => head[..s.len()].copy_from_slice(s),
+        }
+        // Bit 5 set in every byte: for the letters the known names are made of, that is the
+        // lower-case letter, and no other token character becomes one.
+        let folded = u64::from_le_bytes(head) | 0x2020_2020_2020_2020;
+        let is = |name: &[u8]| {
+            let (in_word, beyond) = name.split_at(name.len().min(8));
+            folded & (u64::MAX >> (64 - 8 * in_word.len())) == word(in_word)
+                && s.get(in_word.len()..name.len()).is_some_and(|rest| rest.eq_ignore_ascii_case(beyond))
+        };
+        // No known name starts another, so one candidate at most matches.
+        let (name, len) = match folded as u8 {
+            b'a' if is(b"algorithm") => (Self::Algorithm, 9),
+            b'c' if is(b"cnonce") => (Self::Cnonce, 6),
+            b'n' if is(b"nc") => (Self::Nc, 2),
+            b'n' if is(b"nonce") => (Self::Nonce, 5),
+            b'o' if is(b"opaque") => (Self::Opaque, 6),
+            b'q' if is(b"qop") => (Self::Qop, 3),
+            b'r' if is(b"realm") => (Self::Realm, 5),
+            b'r' if is(b"response") => (Self::Response, 8),
+            b's' if is(b"stale") => (Self::Stale, 5),
+            b'u' if is(b"uri") => (Self::Uri, 3),
+            b'u' if is(b"username") => (Self::Username, 8),
+            _ => return None,
+        };
+        // `nonce` is not `noncex`.
+        let token_ends = !s.get(len).is_some_and(|&c| is_token_char(c));
+        token_ends.then_some((name, len))
+    }
+}
+
+/// Up to eight bytes as the little-endian word [`Name::at_start_of`] compares.
+const fn word(bytes: &[u8]) -> u64 {
+    let mut word = 0;
+    let mut i = bytes.len();
+    while i > 0 {
+        i -= 1;
+        word = word << 8 | bytes[i] as u64;
+    }
+    word
+}
+
+/// Where a value lies in the input: between its quotes, or bare. Quoted-pairs are undone
+/// only in the values a reader keeps, and only when there are any.
+#[derive(Debug, Clone, Copy)]
+struct Value {
+    start: usize,
+    end: usize,
+    quoted_pairs: bool,
+}
+
+/// `"Digest" LWS auth-param *(COMMA auth-param)`, read: where the value of each known
+/// parameter is.
 #[derive(Debug)]
-struct AuthParam<'a> {
-    name: &'a [u8],
-    value: Cow<'a, [u8]>,
+struct Params<'a> {
+    input: &'a [u8],
+    /// `input` when it is UTF-8, as it is from every client we know: a value cut from it at
+    /// its ASCII delimiters is text without a check of its own.
+    text: Option<&'a str>,
+    values: [Option<Value>; Name::COUNT],
 }
 
-/// `"Digest" LWS auth-param *(COMMA auth-param)`: checks the scheme and splits the
-/// parameters, refusing duplicates.
-fn digest_params(value: &[u8]) -> Result<Vec<AuthParam<'_>>, DigestError> {
-    let value = trim(value);
-    let scheme_len = value.iter().position(|&c| !is_token_char(c)).unwrap_or(value.len());
-    let (scheme, rest) = value.split_at(scheme_len);
-    if !scheme.eq_ignore_ascii_case(b"Digest") {
-        return Err(DigestError::Scheme);
-    }
-    if rest.first().is_some_and(|c| !c.is_ascii_whitespace()) {
-        // `Digest,` or `Digest"`: LWS must follow the scheme.
-        return Err(DigestError::Separator);
-    }
-    // JsSIP sends 9 parameters, SIPp 8: one allocation for all of them.
-    let mut params: Vec<AuthParam<'_>> = Vec::with_capacity(12);
-    let mut rest = skip_separators(trim_lws(rest));
-    while !rest.is_empty() {
-        if params.len() == MAX_PARAMS {
-            return Err(DigestError::TooManyParams);
+impl<'a> Params<'a> {
+    /// Checks the syntax of the whole value, refusing a repeated parameter; whether the
+    /// values kept are text is for [`Self::text`], so that a syntax error anywhere outranks
+    /// a value that is not.
+    fn read(input: &'a [u8]) -> Result<Self, DigestError> {
+        let input = trim(input);
+        let scheme_len = input.iter().position(|&c| !is_token_char(c)).unwrap_or(input.len());
+        let (scheme, rest) = input.split_at(scheme_len);
+        if !scheme.eq_ignore_ascii_case(b"Digest") {
+            return Err(DigestError::Scheme);
         }
-        let name_len = rest.iter().position(|&c| !is_token_char(c)).unwrap_or(rest.len());
-        if name_len == 0 {
-            return Err(DigestError::ParamName);
+        if rest.first().is_some_and(|c| !c.is_ascii_whitespace()) {
+            // `Digest,` or `Digest"`: LWS must follow the scheme.
+            return Err(DigestError::Separator);
         }
-        let (name, after) = rest.split_at(name_len);
-        let after = trim_lws(after).strip_prefix(b"=").ok_or(DigestError::ParamValue)?;
-        let after = trim_lws(after);
-        let (value, after) = if after.first() == Some(&b'"') { quoted_string(after)? } else { bare_value(after)? };
-        if value.iter().any(|&c| c.is_ascii_control() && c != b'\t') {
-            return Err(DigestError::ParamValue);
-        }
-        if params.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
-            return Err(DigestError::DuplicateParam);
-        }
-        params.push(AuthParam { name, value });
-        rest = trim_lws(after);
-        if rest.is_empty() {
-            break;
-        }
-        rest = skip_separators(rest.strip_prefix(b",").ok_or(DigestError::Separator)?);
-    }
-    Ok(params)
-}
-
-/// `quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE`, starting at the opening
-/// quote: the unescaped content and what follows the closing quote.
-fn quoted_string(s: &[u8]) -> Result<(Cow<'_, [u8]>, &[u8]), DigestError> {
-    let inner = s.get(1..).unwrap_or_default();
-    let mut escaped: Option<Vec<u8>> = None;
-    let mut i = 0;
-    while i < inner.len() {
-        match inner[i] {
-            b'"' => {
-                let value = match escaped {
-                    Some(v) => Cow::Owned(v),
-                    None => Cow::Borrowed(&inner[..i]),
-                };
-                return Ok((value, &inner[i + 1..]));
+        let mut values = [None; Name::COUNT];
+        // Names other than the known ones; most values have none, and then this never
+        // allocates.
+        let mut others: Vec<&[u8]> = Vec::new();
+        let mut count = 0;
+        let mut rest = skip_separators(trim_lws(rest));
+        while !rest.is_empty() {
+            if count == MAX_PARAMS {
+                return Err(DigestError::TooManyParams);
             }
-            b'\\' => {
-                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
-                let &next = inner.get(i + 1).ok_or(DigestError::UnterminatedQuote)?;
-                escaped.get_or_insert_with(|| inner[..i].to_vec()).push(next);
-                i += 2;
+            let (known, name_len) = match Name::at_start_of(rest) {
+                Some((known, len)) => (Some(known), len),
+                None => (None, rest.iter().position(|&c| !is_token_char(c)).unwrap_or(rest.len())),
+            };
+            if name_len == 0 {
+                return Err(DigestError::ParamName);
             }
-            c => {
-                if let Some(v) = escaped.as_mut() {
-                    v.push(c);
+            let (name, after) = rest.split_at(name_len);
+            let after = trim_lws(after).strip_prefix(b"=").ok_or(DigestError::ParamValue)?;
+            let after = trim_lws(after);
+            let start = input.len() - after.len();
+            let (value, after) = match after {
+                [b'"', inner @ ..] => {
+                    let (len, quoted_pairs) = quoted_string(inner)?;
+                    (Value { start: start + 1, end: start + 1 + len, quoted_pairs }, &inner[len + 1..])
                 }
-                i += 1;
+                bare => {
+                    let len = bare_value(bare)?;
+                    (Value { start, end: start + len, quoted_pairs: false }, &bare[len..])
+                }
+            };
+            let repeated = match known {
+                Some(known) => values[known as usize].replace(value).is_some(),
+                None => {
+                    let repeated = others.iter().any(|other| other.eq_ignore_ascii_case(name));
+                    others.push(name);
+                    repeated
+                }
+            };
+            if repeated {
+                return Err(DigestError::DuplicateParam);
+            }
+            count += 1;
+            rest = match trim_lws(after) {
+                [] => &[],
+                [b',', after @ ..] => skip_separators(after),
+                _ => return Err(DigestError::Separator),
+            };
+        }
+        Ok(Self { input, text: std::str::from_utf8(input).ok(), values })
+    }
+
+    /// The value of `name`, unescaped, in the string type a reader keeps.
+    fn text<T: From<&'a str> + From<String>>(&self, name: Name) -> Result<Option<T>, DigestError> {
+        let Some(value) = self.values[name as usize] else { return Ok(None) };
+        let raw = self.input.get(value.start..value.end).unwrap_or_default();
+        if value.quoted_pairs {
+            let mut unescaped = Vec::with_capacity(raw.len());
+            let mut bytes = raw.iter();
+            while let Some(&c) = bytes.next() {
+                // quoted_string saw to it that every backslash has a byte after it.
+                unescaped.push(if c == b'\\' { bytes.next().copied().unwrap_or(c) } else { c });
+            }
+            return String::from_utf8(unescaped).map(|text| Some(T::from(text))).map_err(|_| DigestError::NotUtf8);
+        }
+        let text = self.text.and_then(|text| text.get(value.start..value.end));
+        match text.or_else(|| std::str::from_utf8(raw).ok()) {
+            Some(text) => Ok(Some(T::from(text))),
+            None => Err(DigestError::NotUtf8),
+        }
+    }
+}
+
+/// The rest of a `quoted-string` (`*(qdtext / quoted-pair ) DQUOTE`) after its opening
+/// quote: the length of its content, and whether that holds quoted-pairs.
+fn quoted_string(inner: &[u8]) -> Result<(usize, bool), DigestError> {
+    let mut quoted_pairs = false;
+    let mut control = false;
+    let mut at = 0;
+    loop {
+        // Eight bytes at a time, then one at a time to what stopped that. A nonce is 32 to
+        // 64 bytes and most values are shorter: too short for a memchr call to pay.
+        let (words, _) = inner.get(at..).unwrap_or_default().as_chunks::<8>();
+        at += 8 * words.iter().take_while(|&&word| !needs_look(u64::from_le_bytes(word))).count();
+        while inner.get(at).is_some_and(|&c| PLAIN_QUOTED[usize::from(c)]) {
+            at += 1;
+        }
+        match inner.get(at) {
+            None => return Err(DigestError::UnterminatedQuote),
+            // The check waits for the closing quote: an unterminated string is that first.
+            Some(b'"') if control => return Err(DigestError::ParamValue),
+            Some(b'"') => return Ok((at, quoted_pairs)),
+            // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F): the escaped byte may be a quote.
+            Some(b'\\') => {
+                let &escaped = inner.get(at + 1).ok_or(DigestError::UnterminatedQuote)?;
+                control |= is_control(escaped);
+                quoted_pairs = true;
+                at += 2;
+            }
+            Some(_) => {
+                control = true;
+                at += 1;
             }
         }
     }
-    Err(DigestError::UnterminatedQuote)
 }
+
+/// Whether any of the eight bytes of `word` might not be [`PLAIN_QUOTED`]: a quote, a
+/// backslash, DEL, or a byte below SP (HTAB among them, a false alarm the byte loop
+/// settles). Bytes from 0x80 up are plain.
+const fn needs_look(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    /// The high bit of a byte of `x` below `n` (at most 0x80), for the lowest such byte at
+    /// least: it borrows nothing from the bytes under it, so its subtraction wraps and sets
+    /// the bit, which `!x` keeps since the byte is below 0x80. Where no byte is below `n`
+    /// nothing wraps, and a high bit the subtraction sets is one that `!x` clears.
+    const fn below(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * n as u64) & !x & HIGH_BITS
+    }
+    const fn equal(x: u64, c: u8) -> u64 {
+        below(x ^ (ONES * c as u64), 1)
+    }
+    // `|`, not `||`: four masks cost less than three branches.
+    below(word, b' ') | equal(word, b'"') | equal(word, b'\\') | equal(word, 0x7f) != 0
+}
+
+/// A control character, which no value may hold (HTAB aside), escaped or not.
+const fn is_control(c: u8) -> bool {
+    c.is_ascii_control() && c != b'\t'
+}
+
+/// What a quoted-string holds that needs no second look: anything but the closing quote,
+/// a backslash, or a control character.
+static PLAIN_QUOTED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b != b'"' && b != b'\\' && !is_control(b);
+        c += 1;
+    }
+    table
+};
 
 /// An unquoted value: a token, or what lenient clients send unquoted (`uri=sip:a@b`), up
-/// to the next comma or whitespace.
-fn bare_value(s: &[u8]) -> Result<(Cow<'_, [u8]>, &[u8]), DigestError> {
+/// to the next comma or whitespace. Its length.
+fn bare_value(s: &[u8]) -> Result<usize, DigestError> {
     let len = s.iter().position(|&c| !c.is_ascii_graphic() || c == b',' || c == b'"').unwrap_or(s.len());
     if len == 0 {
         return Err(DigestError::ParamValue);
     }
-    Ok((Cow::Borrowed(&s[..len]), &s[len..]))
+    Ok(len)
 }
 
 /// `nc-value = 8LHEX`: exactly eight hex digits.
 fn nonce_count(raw: &str) -> Result<u32, DigestError> {
-    if raw.len() != 8 || !raw.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if raw.len() != 8 {
+        return Err(DigestError::NonceCount);
+    }
+    // from_str_radix reads a leading `+` as a sign, and refuses anything else but digits.
+    if raw.starts_with('+') {
         return Err(DigestError::NonceCount);
     }
     u32::from_str_radix(raw, 16).map_err(|_| DigestError::NonceCount)
-}
-
-fn text(value: &[u8]) -> Result<String, DigestError> {
-    String::from_utf8(value.to_vec()).map_err(|_| DigestError::NotUtf8)
 }
 
 /// `LWS`: the value is unfolded already, so any whitespace.
@@ -521,6 +645,103 @@ mod tests {
     fn reason_is_the_display_text() {
         for e in [DigestError::Scheme, DigestError::NonceCount, DigestError::MissingNonceCount, DigestError::Stale] {
             assert_eq!(e.to_string(), e.reason());
+        }
+    }
+
+    /// The known names are matched a word at a time, not by a scan and a comparison.
+    #[test]
+    fn known_names_match_in_any_letter_case_and_only_as_whole_tokens() {
+        let c = creds(
+            r#"Digest USERNAME="u", Realm="r", nONCE="n", URI="sip:h", RESPONSE="00", ALGORITHm=MD5, CNonce="c", NC=00000001, QoP=auth, OPAQUE="o""#,
+        )
+        .unwrap();
+        assert_eq!((c.username.as_str(), c.realm.as_str(), c.nonce.as_str(), c.uri.as_str()), ("u", "r", "n", "sip:h"));
+        assert_eq!((c.response.as_str(), c.algorithm.as_deref(), c.cnonce.as_deref()), ("00", Some("MD5"), Some("c")));
+        assert_eq!((c.nc, c.qop.as_deref(), c.opaque.as_deref()), (Some(1), Some("auth"), Some("o")));
+        let longer = creds(&minimal(r#", nonces="x", usernamex=1, nc2=3, algorithmic=4, realm-2=5, URIs=6"#)).unwrap();
+        assert_eq!((longer.nonce.as_str(), longer.username.as_str(), longer.nc), ("n", "u", None));
+        assert_eq!((longer.algorithm, longer.realm.as_str(), longer.uri.as_str()), (None, "r", "sip:h"));
+        for name in
+            ["username", "realm", "nonce", "uri", "response", "algorithm", "cnonce", "nc", "qop", "opaque", "stale"]
+        {
+            let twice = format!(r#"Digest {name}=a, realm="r", nonce="n", {}=b"#, name.to_uppercase());
+            assert_eq!(creds(&twice), Err(DigestError::DuplicateParam), "{twice}");
+            assert_eq!(parse_challenge(twice.as_bytes()), Err(DigestError::DuplicateParam), "{twice}");
+        }
+    }
+
+    /// Fewer than eight bytes left after a name: the last parameter, with a short value.
+    #[test]
+    fn a_short_parameter_at_the_end_is_read_too() {
+        let without_uri = r#"Digest username="u", realm="r", nonce="n", response="00""#;
+        assert_eq!(creds(&format!("{without_uri}, Uri=s")).unwrap().uri, "s");
+        assert_eq!(creds(&format!("{without_uri}, uri=\"\"")).unwrap().uri, "");
+        assert_eq!(creds(&format!("{without_uri}, uri=a, URI=s")), Err(DigestError::DuplicateParam));
+        assert_eq!(creds(&format!("{without_uri}, uri=a, urI")), Err(DigestError::ParamValue));
+        assert_eq!(creds(&format!("{without_uri}, uris=s")), Err(DigestError::MissingUri));
+        assert_eq!(creds(&minimal(", nc")), Err(DigestError::ParamValue));
+        assert_eq!(creds(&minimal(", n=1")).unwrap().nc, None);
+    }
+
+    /// A value is text when it is UTF-8, whatever the parameters around it are.
+    #[test]
+    fn values_are_utf8_text_checked_one_by_one_when_the_whole_is_not() {
+        let c = creds(&minimal("").replace(r#"username="u""#, r#"username="J\ür\"gen""#)).unwrap();
+        assert_eq!(c.username, r#"Jür"gen"#);
+        let mut input = minimal(r#", realm-2="#).into_bytes();
+        input.extend_from_slice(b"\"\xff\xfe\"");
+        let c = parse_credentials(&input).unwrap();
+        assert_eq!((c.username.as_str(), c.realm.as_str(), c.uri.as_str()), ("u", "r", "sip:h"));
+        let input = b"Digest realm=\"\xc3\xa9\", nonce=\"n\", ext=\"\xc3\"";
+        assert_eq!(parse_challenge(input).unwrap().realm, "é");
+        let input = b"Digest realm=\"\xc3\\\xa9\", nonce=\"n\"";
+        assert_eq!(parse_challenge(input).unwrap().realm, "é", "not UTF-8 until unescaped");
+    }
+
+    /// The scan of a quoted-string goes eight bytes at a time: whatever ends a value, or
+    /// needs a look, is found at every offset into a word and in the bytes after the last.
+    #[test]
+    fn quoted_strings_are_read_alike_at_every_length_and_offset() {
+        // A quoted-string read one byte at a time, as RFC 3261 §25.1 writes it.
+        fn one_at_a_time(inner: &[u8]) -> Result<(usize, bool), DigestError> {
+            let (mut at, mut quoted_pairs, mut control) = (0, false, false);
+            loop {
+                match inner.get(at) {
+                    None => return Err(DigestError::UnterminatedQuote),
+                    Some(b'"') if control => return Err(DigestError::ParamValue),
+                    Some(b'"') => return Ok((at, quoted_pairs)),
+                    Some(b'\\') => {
+                        let next = *inner.get(at + 1).ok_or(DigestError::UnterminatedQuote)?;
+                        (control, quoted_pairs, at) = (control || is_control(next), true, at + 2);
+                    }
+                    Some(&c) => (control, at) = (control || is_control(c), at + 1),
+                }
+            }
+        }
+        let odd = [b'"', b'\\', b'\t', b' ', 0, 0x01, 0x1f, 0x7f, 0x80, 0xc3, 0xff, b'a'];
+        for len in 0..40 {
+            for at in 0..len {
+                for first in odd {
+                    for second in [b'"', b'x', b'\\'] {
+                        let mut inner = vec![b'a'; len];
+                        inner[at] = first;
+                        if let Some(next) = inner.get_mut(at + 1) {
+                            *next = second;
+                        }
+                        let want = one_at_a_time(&inner);
+                        assert_eq!(quoted_string(&inner), want, "{inner:?}");
+                        inner.push(b'"');
+                        assert_eq!(quoted_string(&inner), one_at_a_time(&inner), "{inner:?}");
+                    }
+                }
+            }
+        }
+        for byte in 0..=u8::MAX {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = byte;
+                assert_eq!(needs_look(u64::from_le_bytes(word)), !PLAIN_QUOTED[usize::from(byte)] || byte == b'\t');
+            }
         }
     }
 

@@ -622,7 +622,7 @@ mod tests {
             nc: creds.nc_raw.as_deref().unwrap(),
             cnonce: creds.cnonce.as_deref().unwrap(),
         });
-        (response(algorithm, &ha1, &creds.nonce, "REGISTER", &creds.uri, qop), creds.response)
+        (response(algorithm, &ha1, &creds.nonce, "REGISTER", &creds.uri, qop), creds.response.into_string())
     }
 
     #[test]
