@@ -1085,12 +1085,11 @@ impl Proxy {
     }
 
     fn build_reply(&self, request: &Message, reply: &LocalReply, tag: &str, source: Option<SocketAddr>) -> Vec<u8> {
-        let mut r = Reply::new(reply.code);
-        r.reason = reply.reason.as_deref();
-        r.to_tag = Some(tag);
-        r.source = source;
-        r.headers = reply.headers.clone();
-        r.headers.push(("Server", self.config.server_name.clone().into()));
+        // The fields are borrowed, not cloned: a 200 to a REGISTER has four owned values.
+        let mut headers = Vec::with_capacity(reply.headers.len() + 1);
+        headers.extend(reply.headers.iter().map(|(name, value)| (*name, Cow::Borrowed(value.as_ref()))));
+        headers.push(("Server", Cow::Borrowed(self.config.server_name.as_str())));
+        let r = Reply { code: reply.code, reason: reply.reason.as_deref(), to_tag: Some(tag), source, headers };
         let bytes = response::build(request, &r);
         match &reply.body {
             Some(body) => Message::parse(Bytes::from(bytes.clone()), &Limits::default())
