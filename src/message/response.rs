@@ -53,12 +53,19 @@ thread_local! {
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-fn write_response<'m>(fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>, reply: &Reply<'_>) -> Vec<u8> {
+fn write_response<'m>(fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)> + Clone, reply: &Reply<'_>) -> Vec<u8> {
     // Taken rather than borrowed: were a response ever built while another is, the inner
     // one would find an empty buffer and grow its own, not fail.
     let mut out = SCRATCH.take();
     out.clear();
-    write_into(&mut out, fields, reply);
+    // No value may end a header early, but values almost never hold a CR or LF: the
+    // response is written as it comes and its line breaks counted once, in one pass,
+    // rather than each value searched. More than our own means a value brought some.
+    let lines = write_into::<false>(&mut out, fields.clone(), reply);
+    if line_break_bytes(&out) != 2 * lines {
+        out.clear();
+        write_into::<true>(&mut out, fields, reply);
+    }
     let response = out.to_vec();
     SCRATCH.set(out);
     response
@@ -68,16 +75,30 @@ fn is_copied(name: HeaderName) -> bool {
     matches!(name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq)
 }
 
-fn write_into<'m>(out: &mut Vec<u8>, fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>, reply: &Reply<'_>) {
+/// Writes the response; `CLEAN` drops every CR and LF from the values. Returns the
+/// number of CRLFs it wrote itself.
+fn write_into<'m, const CLEAN: bool>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (HeaderName, Cow<'m, [u8]>)>,
+    reply: &Reply<'_>,
+) -> usize {
+    let push = |out: &mut Vec<u8>, bytes: &[u8]| {
+        if CLEAN {
+            push_clean(out, bytes);
+        } else {
+            out.extend_from_slice(bytes);
+        }
+    };
     out.extend_from_slice(b"SIP/2.0 ");
     push_status_code(out, reply.code);
     out.push(b' ');
     match reply.reason {
-        Some(reason) => push_clean(out, reason.as_bytes()),
+        Some(reason) => push(out, reason.as_bytes()),
         // Our own table: no line breaks in it.
         None => out.extend_from_slice(reason_phrase(reply.code).as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
+    let mut lines = 1;
     let mut first_via = true;
     for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -85,29 +106,32 @@ fn write_into<'m>(out: &mut Vec<u8>, fields: impl Iterator<Item = (HeaderName, C
         match name {
             HeaderName::Via if first_via => {
                 first_via = false;
-                write_stamped_via(out, &value, reply.source);
+                write_stamped_via(out, &value, reply.source, push);
             }
             HeaderName::To => {
-                push_clean(out, &value);
+                push(out, &value);
                 if let Some(tag) = reply.to_tag
                     && reply.code > 100
                     && !has_tag(&value)
                 {
                     out.extend_from_slice(b";tag=");
-                    push_clean(out, tag.as_bytes());
+                    push(out, tag.as_bytes());
                 }
             }
-            _ => push_clean(out, &value),
+            _ => push(out, &value),
         }
         out.extend_from_slice(b"\r\n");
+        lines += 1;
     }
     for (name, value) in &reply.headers {
-        push_clean(out, name.as_bytes());
+        push(out, name.as_bytes());
         out.extend_from_slice(b": ");
-        push_clean(out, value.as_bytes());
+        push(out, value.as_bytes());
         out.extend_from_slice(b"\r\n");
+        lines += 1;
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    lines + 2
 }
 
 /// The status code in decimal: three digits written directly for every SIP code, the
@@ -121,11 +145,11 @@ fn push_status_code(out: &mut Vec<u8>, code: u16) {
     }
 }
 
-fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], source: Option<SocketAddr>) {
+fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], source: Option<SocketAddr>, push: impl Fn(&mut Vec<u8>, &[u8])) {
     let write_top =
         |out: &mut Vec<u8>, top: &[u8]| match source.and_then(|src| Via::parse(top).ok().map(|via| via.stamped(src))) {
             Some(stamped) => out.extend_from_slice(&stamped),
-            None => push_clean(out, top),
+            None => push(out, top),
         };
     // Without a comma the value is a single element (it may still need trimming when it
     // was salvaged): the split below would find just that, at a higher price.
@@ -142,7 +166,7 @@ fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], source: Option<SocketAddr>
     }
     for rest in elements {
         out.extend_from_slice(b", ");
-        push_clean(out, rest);
+        push(out, rest);
     }
 }
 
@@ -150,6 +174,13 @@ fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], source: Option<SocketAddr>
 /// request out of any dialog, the usual one here) has none and is not parsed.
 fn has_tag(value: &[u8]) -> bool {
     memchr::memchr(b'=', value).is_some() && NameAddr::parse(value).ok().and_then(|n| n.tag()).is_some()
+}
+
+/// How many CR and LF bytes `bytes` holds. memchr counts a needle over 32-byte blocks
+/// without stopping at each: two passes over a response cost less than a search in each
+/// of its dozen values.
+fn line_break_bytes(bytes: &[u8]) -> usize {
+    memchr::memchr_iter(b'\r', bytes).count() + memchr::memchr_iter(b'\n', bytes).count()
 }
 
 /// Copies bytes, dropping CR and LF so no value can end a header early.
@@ -353,5 +384,19 @@ mod tests {
                 assert_eq!(build_salvaged(&fields, reply), reference(salvaged, reply), "{text:?} {}", reply.code);
             }
         }
+    }
+
+    #[test]
+    fn line_breaks_are_counted_in_every_place_of_long_and_short_buffers() {
+        for len in (0..=70).chain([255 * 16 - 1, 255 * 16, 255 * 16 + 17, 9000]) {
+            let mut bytes = vec![b'x'; len];
+            let mut expected = 0;
+            for at in (0..len).step_by(7) {
+                bytes[at] = if at % 2 == 0 { b'\r' } else { b'\n' };
+                expected += 1;
+                assert_eq!(line_break_bytes(&bytes), expected, "{len} {at}");
+            }
+        }
+        assert_eq!(line_break_bytes(&[b'\n'; 9000]), 9000);
     }
 }
