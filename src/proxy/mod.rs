@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use crate::dialog::{Dialog, DialogId, Dialogs, Party, Side};
 use crate::message::forward::{self, RequestEdit};
@@ -244,6 +245,7 @@ pub struct Proxy {
     /// Client transaction key of each branch → server key of its context.
     branches: KeyMap<TransactionKey>,
     tokens: TokenKey,
+    tag_key: TagKey,
     dialogs: Dialogs,
     /// Branch deadlines (Timer C, failover), earliest first: one entry per branch that
     /// has one, moved or removed with it (see [`BranchDeadlines`]).
@@ -277,6 +279,7 @@ impl Proxy {
             contexts: KeyMap::default(),
             branches: KeyMap::default(),
             tokens: TokenKey::new(secret),
+            tag_key: TagKey::new(&secret),
             branch_deadlines: BranchDeadlines::default(),
             originated: KeyMap::default(),
             outcomes: VecDeque::new(),
@@ -497,7 +500,7 @@ impl Proxy {
             // gets a fresh challenge, which is as good, and no transaction is kept 32 s
             // for it (half of every REGISTER and INVITE exchange is this).
             self.table.remove(&key);
-            let tag = local_tag(&request);
+            let tag = self.local_tag(&request);
             let bytes = self.build_reply(&request, reply, &tag, None);
             self.transmits.push_back(Transmit { destination, bytes: Bytes::from(bytes) });
             return self.drain(now, policy);
@@ -1076,18 +1079,17 @@ impl Proxy {
 
     /// A response of ours on a server transaction.
     fn reply_bytes(&mut self, now: Instant, key: &TransactionKey, request: &Message, reply: LocalReply) {
-        let tag = local_tag(request);
+        let tag = self.local_tag(request);
         let bytes = self.build_reply(request, &reply, &tag, None);
         let _ = self.table.send_response(now, key, Bytes::from(bytes), reply.code);
     }
 
     fn build_reply(&self, request: &Message, reply: &LocalReply, tag: &str, source: Option<SocketAddr>) -> Vec<u8> {
-        let mut r = Reply::new(reply.code);
-        r.reason = reply.reason.as_deref();
-        r.to_tag = Some(tag);
-        r.source = source;
-        r.headers = reply.headers.clone();
-        r.headers.push(("Server", self.config.server_name.clone().into()));
+        // The fields are borrowed, not cloned: a 200 to a REGISTER has four owned values.
+        let mut headers = Vec::with_capacity(reply.headers.len() + 1);
+        headers.extend(reply.headers.iter().map(|(name, value)| (*name, Cow::Borrowed(value.as_ref()))));
+        headers.push(("Server", Cow::Borrowed(self.config.server_name.as_str())));
+        let r = Reply { code: reply.code, reason: reply.reason.as_deref(), to_tag: Some(tag), source, headers };
         let bytes = response::build(request, &r);
         match &reply.body {
             Some(body) => Message::parse(Bytes::from(bytes.clone()), &Limits::default())
@@ -1097,10 +1099,33 @@ impl Proxy {
     }
 
     fn stateless_reply(&mut self, request: &Message, source: &Source, reply: LocalReply) {
-        let tag = local_tag(request);
+        let tag = self.local_tag(request);
         let bytes = self.build_reply(request, &reply, &tag, Some(source.remote));
         self.transmits
             .push_back(Transmit { destination: reply_destination(source, request), bytes: Bytes::from(bytes) });
+    }
+
+    /// The To tag of a response we make ourselves: the same for a request and its
+    /// retransmissions (their first Via field, Call-ID and CSeq are the same bytes),
+    /// different for any other request (each has a branch of its own, and an RFC 2543
+    /// peer without one moves its CSeq). The raw lines are hashed as they are: one walk
+    /// over the headers, nothing unfolded or split.
+    fn local_tag(&self, request: &Message) -> LocalTag {
+        let (mut via, mut call_id, mut cseq) = (None, None, None);
+        for header in request.headers() {
+            let first = match header.name {
+                HeaderName::Via => &mut via,
+                HeaderName::CallId => &mut call_id,
+                HeaderName::CSeq => &mut cseq,
+                _ => continue,
+            };
+            if first.is_none() {
+                *first = Some(request.raw_line(header));
+            }
+        }
+        let mut h = self.tag_key.hasher();
+        (via, call_id, cseq).hash(&mut h);
+        LocalTag::new(h.finish())
     }
 
     /// Acts on what the transactions produced.
@@ -1496,17 +1521,55 @@ fn dialog_tags(request: &Message) -> Option<(String, String, String)> {
     Some((call_id, tag(HeaderName::From)?, tag(HeaderName::To)?))
 }
 
-/// The To tag of a response we make ourselves: the same for a request and its
-/// retransmissions (their top Via, Call-ID and CSeq are the same), different for any
-/// other request (each has a branch of its own, and an RFC 2543 peer without one moves
-/// its CSeq). It reads three raw header values where [`loop_hash`] would parse From and
-/// walk the Routes.
-fn local_tag(request: &Message) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    request.top_via_raw().as_deref().hash(&mut h);
-    request.call_id().as_deref().hash(&mut h);
-    request.first_value(HeaderName::CSeq).as_deref().hash(&mut h);
-    format!("{:016x}", h.finish())
+/// Keys the To tags of our own responses. Peers must not be able to predict a tag (to
+/// make one collide with another call's), so the hash is keyed per process; it need not
+/// be cryptographic, and foldhash is a fraction of the cost of SipHash on these lines.
+#[derive(Debug, Clone)]
+struct TagKey {
+    seed: u64,
+    shared: foldhash::SharedSeed,
+}
+
+impl TagKey {
+    /// From a hash of the proxy's secret, not the secret itself: someone who collects
+    /// many tags may learn something of foldhash's seed, and the secret also signs the
+    /// flow tokens.
+    fn new(secret: &[u8; 32]) -> Self {
+        let derived = Sha256::new().chain_update(b"webtrunk local To tag").chain_update(secret).finalize();
+        let mut seed = [0; 8];
+        let mut shared = [0; 8];
+        seed.copy_from_slice(&derived[..8]);
+        shared.copy_from_slice(&derived[8..16]);
+        Self { seed: u64::from_le_bytes(seed), shared: foldhash::SharedSeed::from_u64(u64::from_le_bytes(shared)) }
+    }
+
+    fn hasher(&self) -> foldhash::quality::FoldHasher<'_> {
+        foldhash::quality::FoldHasher::with_seed(self.seed, &self.shared)
+    }
+}
+
+/// A To tag of ours: a 64-bit hash in 16 lower-case hex digits, kept on the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LocalTag([u8; 16]);
+
+impl LocalTag {
+    fn new(hash: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0; 16];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            *digit = HEX[(hash >> (60 - 4 * i)) as usize & 0xf];
+        }
+        Self(digits)
+    }
+}
+
+impl std::ops::Deref for LocalTag {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// A hash of what makes a request the same request for loop detection (§16.6 step 8):
@@ -1736,12 +1799,24 @@ mod tests {
             );
             Message::parse(Bytes::from(text), &Limits::default()).unwrap()
         };
-        let first = local_tag(&register("z9hG4bK1", 1));
+        let (proxy, _, _) = setup();
+        let first = proxy.local_tag(&register("z9hG4bK1", 1));
         assert_eq!(first.len(), 16);
-        assert_eq!(local_tag(&register("z9hG4bK1", 1)), first);
-        assert_ne!(local_tag(&register("z9hG4bK2", 2)), first);
+        assert!(first.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "{}", &*first);
+        assert_eq!(proxy.local_tag(&register("z9hG4bK1", 1)), first);
+        assert_ne!(proxy.local_tag(&register("z9hG4bK2", 2)), first);
         // An RFC 2543 peer that keeps its Via still moves its CSeq.
-        assert_ne!(local_tag(&register("z9hG4bK1", 2)), first);
+        assert_ne!(proxy.local_tag(&register("z9hG4bK1", 2)), first);
+        // Keyed by the proxy's secret: another process tags the same request otherwise.
+        let other = Proxy::new(ProxyConfig::default(), [2; 32]);
+        assert_ne!(other.local_tag(&register("z9hG4bK1", 1)), first);
+    }
+
+    #[test]
+    fn local_tags_are_the_hash_in_sixteen_hex_digits() {
+        for hash in [0, 1, 0xf, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
+            assert_eq!(&*LocalTag::new(hash), format!("{hash:016x}"));
+        }
     }
 
     #[test]
