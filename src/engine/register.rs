@@ -68,8 +68,17 @@ impl Local {
             reply.headers.push(("Path", path.into()));
         }
         reply.headers.push(("Supported", SUPPORTED.into()));
-        let date = std::time::UNIX_EPOCH + now_unix;
-        reply.headers.push(("Date", httpdate::fmt_http_date(date).into()));
+        reply.headers.push(("Date", self.date_text(now_unix).to_owned().into()));
         Ok(reply)
+    }
+
+    /// RFC 3261 §20.17's Date value for `now_unix`, formatted once per second.
+    pub(super) fn date_text(&mut self, now_unix: std::time::Duration) -> &str {
+        let second = now_unix.as_secs();
+        if self.date.1.is_empty() || self.date.0 != second {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(second);
+            self.date = (second, httpdate::fmt_http_date(whole));
+        }
+        &self.date.1
     }
 }
