@@ -51,17 +51,25 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
     // Lookups run as their own tasks; answers come back here. The loop keeps a sender, so
     // the channel never closes under it.
     let (answers, mut answer_rx) = mpsc::unbounded_channel::<Answer>();
+    // One timer and one shutdown watch for the whole loop, not a new one per wake-up: a
+    // new timer registered in the runtime's wheel and left it again on every pass, though
+    // the engine's next deadline rarely moves between two datagrams. The timer is moved
+    // only when that deadline does, and polled only while one is set.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(clock::now()));
+    let stopping = shutdown.changed();
+    tokio::pin!(timer, stopping);
+    let mut armed: Option<std::time::Instant> = None;
     loop {
         while let Some(request) = engine.poll_resolve() {
             spawn_lookup(request, transports.resolver.clone(), answers.clone());
         }
         let deadline = engine.poll_timeout();
-        let timer = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                None => std::future::pending().await,
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(tokio::time::Instant::from_std(at));
             }
-        };
+            armed = deadline;
+        }
         tokio::select! {
             event = transports.events.recv() => {
                 let Some(event) = event else { break };
@@ -104,7 +112,11 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
                 });
                 engine.handle_input(clock::now(), Input::Resolved { request, result });
             }
-            () = timer => engine.handle_timeout(clock::now()),
+            () = &mut timer, if armed.is_some() => {
+                // Fired: whatever deadline comes next sets it again, even the same one.
+                armed = None;
+                engine.handle_timeout(clock::now());
+            }
             ready = udp_readable(&udp_list) => {
                 let (socket, local) = &udp_list[ready];
                 let now = clock::now();
@@ -126,7 +138,7 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
                     engine.handle_input(clock::now(), Input::MediaReceived { from, bytes });
                 }
             }
-            _ = shutdown.changed() => break,
+            _ = &mut stopping => break,
         }
         while let Some(transmit) = engine.poll_transmit() {
             deliver(transmit, &flows, &udp, &mut transports.outbound).await;

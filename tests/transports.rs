@@ -179,6 +179,37 @@ async fn idle_websocket_is_pinged_then_closed() {
 }
 
 #[tokio::test]
+async fn a_quiet_tcp_connection_is_closed_after_the_idle_timeout_and_a_talking_one_is_kept() {
+    let mut config = loopback_config("tcp-idle");
+    config.limits.tcp_idle_timeout = Duration::from_millis(400);
+    let server = start(&config).await;
+    let addr = server.addr(TransportKind::Tcp).unwrap();
+    let mut quiet = TcpStream::connect(addr).await.unwrap();
+    let mut talking = TcpStream::connect(addr).await.unwrap();
+    let started = webtrunk::clock::now();
+    // Keep-alives every 150 ms for three idle timeouts: each one must be answered, and
+    // the connection must outlive the first deadline the server set for it.
+    for _ in 0..8 {
+        talking.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        tokio::time::timeout(TIMEOUT, talking.read_exact(&mut pong)).await.expect("pong in time").unwrap();
+        assert_eq!(&pong, b"\r\n");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+    let reply = stream_exchange(&mut talking, options("t-idle", "TCP").as_bytes()).await;
+    assert!(reply.starts_with("SIP/2.0 200 OK\r\n"), "a talking connection is open: {reply}");
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(3), quiet.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the quiet connection was closed: {closed:?}");
+    // Shutdown closes the one still open.
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(2)));
+    let closed = tokio::time::timeout(Duration::from_secs(3), talking.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "shutdown closes TCP connections: {closed:?}");
+    tokio::time::timeout(Duration::from_secs(5), shutdown).await.expect("shutdown is bounded").unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_closes_websockets_with_1001() {
     let config = loopback_config("shutdown");
     let server = start(&config).await;

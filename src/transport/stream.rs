@@ -151,8 +151,16 @@ impl Connection {
         let mut shutdown = self.shared.shutdown.clone();
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut buf = BytesMut::with_capacity(4096);
+        // The futures that end the connection are made once, not on every pass of the loop:
+        // each new `Notified` took the notifier's lock twice (to wait and to stop waiting),
+        // and moving the idle timer on every read touched the timer wheel. The idle timer
+        // instead fires at its first deadline and is moved on then if something was read.
+        let mut last_read = clock::now();
         let idle = tokio::time::sleep(limits.stream_idle_timeout);
-        tokio::pin!(idle);
+        let closed = commands.close.clone();
+        let closed = closed.notified();
+        let stopping = shutdown.changed();
+        tokio::pin!(idle, closed, stopping);
         loop {
             loop {
                 match framing::frame(&buf, limits.max_message_size) {
@@ -180,10 +188,7 @@ impl Connection {
             tokio::select! {
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return CloseReason::PeerClosed,
-                    Ok(_) => {
-                        let deadline = clock::now() + limits.stream_idle_timeout;
-                        idle.as_mut().reset(tokio::time::Instant::from_std(deadline));
-                    }
+                    Ok(_) => last_read = clock::now(),
                     Err(e) => return CloseReason::Io(e.to_string()),
                 },
                 queued = commands.queue.recv() => match queued {
@@ -194,12 +199,18 @@ impl Connection {
                     }
                     None => return CloseReason::Shutdown,
                 },
-                () = commands.close.notified() => {
+                () = &mut closed => {
                     let _ = writer.shutdown().await;
                     return CloseReason::Local;
                 }
-                () = &mut idle => return CloseReason::Idle,
-                _ = shutdown.changed() => {
+                () = &mut idle => {
+                    let quiet_until = last_read + limits.stream_idle_timeout;
+                    if clock::now() >= quiet_until {
+                        return CloseReason::Idle;
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::from_std(quiet_until));
+                }
+                _ = &mut stopping => {
                     let _ = writer.shutdown().await;
                     return CloseReason::Shutdown;
                 }

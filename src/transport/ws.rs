@@ -129,6 +129,12 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     let mut ping = tokio::time::interval(policy.ping_interval);
     ping.tick().await;
     let mut last_heard = clock::now();
+    // Made once rather than on every pass: each new `Notified` takes its notifier's lock
+    // to start waiting and again to stop.
+    let closed = commands.close.clone();
+    let closed = closed.notified();
+    let stopping = shutdown.changed();
+    tokio::pin!(closed, stopping);
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -170,7 +176,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                     return CloseReason::Io(e.to_string());
                 }
             }
-            () = commands.close.notified() => {
+            () = &mut closed => {
                 let _ = sink.send(close_frame(CloseCode::Policy, "closed by server")).await;
                 return CloseReason::Local;
             }
@@ -183,7 +189,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                     return CloseReason::PeerClosed;
                 }
             }
-            _ = shutdown.changed() => {
+            _ = &mut stopping => {
                 let _ = sink.send(close_frame(CloseCode::Away, "server shutting down")).await;
                 let _ = sink.close().await;
                 return CloseReason::Shutdown;
