@@ -1554,11 +1554,9 @@ struct LocalTag([u8; 16]);
 
 impl LocalTag {
     fn new(hash: u64) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut digits = [0; 16];
-        for (i, digit) in digits.iter_mut().enumerate() {
-            *digit = HEX[(hash >> (60 - 4 * i)) as usize & 0xf];
-        }
+        let mut digits = [b'0'; 16];
+        // Eight bytes fill sixteen digits exactly: the length check cannot fail.
+        let _ = hex::encode_to_slice(hash.to_be_bytes(), &mut digits);
         Self(digits)
     }
 }
