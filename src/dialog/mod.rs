@@ -147,19 +147,16 @@ impl Dialogs {
         }
     }
 
-    /// For a request in a dialog whose caller is presented under another From user: the
-    /// side it comes from, that user, and the caller's own identity.
-    pub fn presented_caller(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(Side, String, String)> {
-        let (id, side) = self.find(call_id, from_tag, to_tag)?;
-        let d = self.dialogs.get(&id)?;
-        let user = d.caller_presented_as.clone()?;
-        Some((side, user, d.caller.identity.clone()))
+    /// For a dialog whose caller is presented under another From user: that user, and
+    /// the caller's own identity.
+    pub fn presented_as(&self, id: &DialogId) -> Option<(String, String)> {
+        let d = self.dialogs.get(id)?;
+        Some((d.caller_presented_as.clone()?, d.caller.identity.clone()))
     }
 
-    /// The CSeq shift of a request in a dialog, when it comes from the caller.
-    pub fn caller_cseq_offset(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<u32> {
-        let (id, side) = self.find(call_id, from_tag, to_tag)?;
-        (side == Side::Caller).then(|| self.dialogs.get(&id).map(|d| d.cseq_offset)).flatten()
+    /// How far the callee's view of the caller's CSeq runs ahead of the caller's own.
+    pub fn cseq_offset(&self, id: &DialogId) -> Option<u32> {
+        self.dialogs.get(id).map(|d| d.cseq_offset)
     }
 
     /// An in-dialog request passed: remembers its CSeq; a BYE ends the dialog.
@@ -240,7 +237,8 @@ impl Dialogs {
 
     /// The dialog a request belongs to and the side that sent it: From tag is the
     /// sender's, To tag the recipient's.
-    fn find(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(DialogId, Side)> {
+    /// The dialog a request with these Call-ID and tags is in, and the side it comes from.
+    pub fn find(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(DialogId, Side)> {
         let forward = DialogId { call_id: call_id.into(), caller_tag: from_tag.into(), callee_tag: to_tag.into() };
         if self.dialogs.contains_key(&forward) {
             return Some((forward, Side::Caller));

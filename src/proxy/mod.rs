@@ -245,7 +245,8 @@ pub struct Proxy {
     /// Client transaction key of each branch → server key of its context.
     branches: KeyMap<TransactionKey>,
     tokens: TokenKey,
-    tag_key: TagKey,
+    tag_key: HashKey,
+    loop_key: HashKey,
     dialogs: Dialogs,
     /// Branch deadlines (Timer C, failover), earliest first: one entry per branch that
     /// has one, moved or removed with it (see [`BranchDeadlines`]).
@@ -279,7 +280,8 @@ impl Proxy {
             contexts: KeyMap::default(),
             branches: KeyMap::default(),
             tokens: TokenKey::new(secret),
-            tag_key: TagKey::new(&secret),
+            tag_key: HashKey::new(&secret, b"webtrunk local To tag"),
+            loop_key: HashKey::new(&secret, b"webtrunk loop hash"),
             branch_deadlines: BranchDeadlines::default(),
             originated: KeyMap::default(),
             outcomes: VecDeque::new(),
@@ -621,8 +623,7 @@ impl Proxy {
             // Not a dialog we record-routed: we relay for nobody.
             return Err(LocalReply::with_reason(403, "Not Routed Through This Proxy"));
         };
-        let cseq = self.shifted_cseq(request);
-        let (from_user, to) = self.presented_caller(request);
+        let (cseq, from_user, to) = self.dialog_changes(request);
         if let Some(flow) = facing.flow {
             let Some((flow, kind, local)) = policy.resolve_flow(flow) else {
                 // RFC 5626 §5.3: the flow the token names is gone.
@@ -717,10 +718,11 @@ impl Proxy {
         if !ours {
             return false;
         }
-        let mark = format!("{}{:016x}.", OUR_BRANCH, loop_hash(request));
-        request.list(HeaderName::Via).iter().any(|v| {
-            Via::parse(v).ok().and_then(|via| via.branch().map(|b| b.starts_with(mark.as_bytes()))).unwrap_or(false)
-        })
+        let mark = branch_mark(loop_hash(&self.loop_key, request));
+        request
+            .list(HeaderName::Via)
+            .iter()
+            .any(|v| Via::parse(v).ok().and_then(|via| via.branch().map(|b| b.starts_with(&mark))).unwrap_or(false))
     }
 
     /// Forks, once the policy has had its say on the body (it may rewrite it, or take
@@ -895,16 +897,9 @@ impl Proxy {
             Some(Ok(n)) => n.saturating_sub(1),
             _ => 70,
         };
-        let branch =
-            format!("{OUR_BRANCH}{:016x}.{}", loop_hash(request), branch_suffix(key, self.stats.branches as usize));
-        let via = |kind: TransportKind, local: SocketAddr| {
-            format!(
-                "SIP/2.0/{} {};branch={branch}{}",
-                kind.via_token(),
-                host_port(local),
-                if kind == TransportKind::Udp { ";rport" } else { "" }
-            )
-        };
+        let hash = loop_hash(&self.loop_key, request);
+        let index = self.stats.branches;
+        let via = |kind: TransportKind, local: SocketAddr| our_via(kind, local, hash, BranchSuffix::Fork(key, index));
         let rr = if record_route {
             // RFC 5658: one entry facing each side, each naming its side's flow; one entry
             // does when both sides are the same interface and neither is a connection.
@@ -1051,8 +1046,7 @@ impl Proxy {
 
     /// Forwards a request without a transaction (a 2xx ACK, §16.6 with no state).
     fn send_stateless(&mut self, request: &Message, target: Target) {
-        let branch = format!("{OUR_BRANCH}{:016x}.ack", loop_hash(request));
-        let via = format!("SIP/2.0/{} {};branch={branch}", target.kind.via_token(), host_port(target.local));
+        let via = our_via(target.kind, target.local, loop_hash(&self.loop_key, request), BranchSuffix::Ack);
         let max_forwards = match request.max_forwards() {
             Some(Ok(n)) => n.saturating_sub(1),
             _ => 70,
@@ -1316,17 +1310,8 @@ impl Proxy {
         ) else {
             return false;
         };
-        let new_branch = format!(
-            "{OUR_BRANCH}{:016x}.{}",
-            loop_hash(&ctx.request),
-            branch_suffix(server, self.stats.branches as usize)
-        );
-        let via = format!(
-            "SIP/2.0/{} {};branch={new_branch}{}",
-            auth.kind.via_token(),
-            host_port(auth.local),
-            if auth.kind == TransportKind::Udp { ";rport" } else { "" }
-        );
+        let hash = loop_hash(&self.loop_key, &ctx.request);
+        let via = our_via(auth.kind, auth.local, hash, BranchSuffix::Fork(server, self.stats.branches));
         let bytes = forward::reauthorize(&sent, &via, cseq.saturating_add(1), answer_header, &value);
         let Some(again) = own(bytes) else {
             return false;
@@ -1359,25 +1344,25 @@ impl Proxy {
         true
     }
 
-    /// The CSeq an in-dialog request from the caller carries toward a callee we re-sent
-    /// the INVITE to with credentials (its count runs ahead of the caller's).
-    fn shifted_cseq(&self, request: &Message) -> Option<u32> {
-        let (call_id, from, to) = dialog_tags(request)?;
-        let offset = self.dialogs.caller_cseq_offset(&call_id, &from, &to)?;
-        let (cseq, _) = request.cseq()?;
-        (offset > 0).then(|| cseq.saturating_add(offset))
-    }
-
-    /// For a dialog whose caller the callee knows under another From user: a request from
-    /// the caller gets that user again; one from the callee gets the caller's own identity
-    /// back in To.
-    fn presented_caller(&self, request: &Message) -> (Option<String>, Option<String>) {
-        let Some((call_id, from, to)) = dialog_tags(request) else { return (None, None) };
-        match self.dialogs.presented_caller(&call_id, &from, &to) {
-            Some((Side::Caller, user, _)) => (Some(user), None),
-            Some((Side::Callee, _, identity)) => (None, Some(identity)),
-            None => (None, None),
-        }
+    /// What the dialog a request is in changes on its way: the CSeq an in-dialog request
+    /// from the caller carries toward a callee we re-sent the INVITE to with credentials
+    /// (its count runs ahead of the caller's); and, for a dialog whose caller the callee
+    /// knows under another From user, that user again on a request from the caller, the
+    /// caller's own identity back in To on one from the callee. The dialog is looked up
+    /// once for all of it.
+    fn dialog_changes(&self, request: &Message) -> (Option<u32>, Option<String>, Option<String>) {
+        let Some((call_id, from, to)) = dialog_tags(request) else { return (None, None, None) };
+        let Some((id, side)) = self.dialogs.find(&call_id, &from, &to) else { return (None, None, None) };
+        let cseq = match (side, self.dialogs.cseq_offset(&id), request.cseq()) {
+            (Side::Caller, Some(offset), Some((cseq, _))) if offset > 0 => Some(cseq.saturating_add(offset)),
+            _ => None,
+        };
+        let (from_user, to) = match (side, self.dialogs.presented_as(&id)) {
+            (Side::Caller, Some((user, _))) => (Some(user), None),
+            (Side::Callee, Some((_, identity))) => (None, Some(identity)),
+            (_, None) => (None, None),
+        };
+        (cseq, from_user, to)
     }
 
     /// Starts the next target of a failover search, if one is left and nothing final went
@@ -1521,21 +1506,22 @@ fn dialog_tags(request: &Message) -> Option<(String, String, String)> {
     Some((call_id, tag(HeaderName::From)?, tag(HeaderName::To)?))
 }
 
-/// Keys the To tags of our own responses. Peers must not be able to predict a tag (to
-/// make one collide with another call's), so the hash is keyed per process; it need not
-/// be cryptographic, and foldhash is a fraction of the cost of SipHash on these lines.
+/// Keys a hash of message fields: the To tags of our own responses, and the loop hash in
+/// our branches. Peers must not be able to predict a tag (to make one collide with
+/// another call's), so the hash is keyed per process; it need not be cryptographic, and
+/// foldhash is a fraction of the cost of SipHash on these lines.
 #[derive(Debug, Clone)]
-struct TagKey {
+struct HashKey {
     seed: u64,
     shared: foldhash::SharedSeed,
 }
 
-impl TagKey {
-    /// From a hash of the proxy's secret, not the secret itself: someone who collects
-    /// many tags may learn something of foldhash's seed, and the secret also signs the
-    /// flow tokens.
-    fn new(secret: &[u8; 32]) -> Self {
-        let derived = Sha256::new().chain_update(b"webtrunk local To tag").chain_update(secret).finalize();
+impl HashKey {
+    /// From a hash of the proxy's secret and what the key is for, not the secret itself:
+    /// someone who collects many tags may learn something of foldhash's seed, and the
+    /// secret also signs the flow tokens.
+    fn new(secret: &[u8; 32], purpose: &[u8]) -> Self {
+        let derived = Sha256::new().chain_update(purpose).chain_update(secret).finalize();
         let mut seed = [0; 8];
         let mut shared = [0; 8];
         seed.copy_from_slice(&derived[..8]);
@@ -1572,11 +1558,11 @@ impl std::ops::Deref for LocalTag {
 
 /// A hash of what makes a request the same request for loop detection (§16.6 step 8):
 /// Request-URI, From tag, Call-ID, CSeq number, Proxy-Require and Route.
-fn loop_hash(request: &Message) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+fn loop_hash(key: &HashKey, request: &Message) -> u64 {
+    let mut h = key.hasher();
     request.request_uri().hash(&mut h);
     if let Some(from) = request.first_value(HeaderName::From) {
-        NameAddr::parse(&from).ok().and_then(|n| n.tag().map(<[u8]>::to_vec)).hash(&mut h);
+        NameAddr::parse(&from).ok().as_ref().and_then(NameAddr::tag).hash(&mut h);
     }
     request.call_id().as_deref().hash(&mut h);
     request.cseq().map(|(n, _)| n).hash(&mut h);
@@ -1594,11 +1580,52 @@ fn loop_hash_str(s: &str) -> u64 {
     h.finish()
 }
 
-/// Branch suffixes must differ between branches of one request and across requests.
-fn branch_suffix(server: &TransactionKey, index: usize) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    server.hash(&mut h);
-    format!("{:x}{index}", h.finish())
+/// What follows the loop hash in one of our branches.
+#[derive(Debug, Clone, Copy)]
+enum BranchSuffix<'a> {
+    /// A branch of a forwarded request: it must differ between the branches of one
+    /// request and across requests, so it names the server transaction (by its keyed
+    /// hash) and the count of branches so far.
+    Fork(&'a TransactionKey, u64),
+    /// A 2xx ACK, forwarded without a transaction.
+    Ack,
+}
+
+/// `OUR_BRANCH` and the loop hash in 16 hex digits, then a dot: every branch of ours
+/// starts so, and [`Proxy::is_loop`] looks for it.
+fn branch_mark(loop_hash: u64) -> [u8; OUR_BRANCH.len() + 17] {
+    let mut mark = [b'.'; OUR_BRANCH.len() + 17];
+    mark[..OUR_BRANCH.len()].copy_from_slice(OUR_BRANCH.as_bytes());
+    // Eight bytes fill sixteen digits exactly: the length check cannot fail.
+    let _ = hex::encode_to_slice(loop_hash.to_be_bytes(), &mut mark[OUR_BRANCH.len()..OUR_BRANCH.len() + 16]);
+    mark
+}
+
+/// The Via a request of ours goes out with: `SIP/2.0/KIND host:port;branch=...`, and
+/// `;rport` over UDP (RFC 3581). Written into one buffer: with `format!` this cost a
+/// forwarded request several allocations and a pass of the formatting machinery each.
+fn our_via(kind: TransportKind, local: SocketAddr, loop_hash: u64, suffix: BranchSuffix<'_>) -> String {
+    let mut via = String::with_capacity(96);
+    via.push_str("SIP/2.0/");
+    via.push_str(kind.via_token());
+    via.push(' ');
+    via.push_str(&host_port(local));
+    via.push_str(";branch=");
+    // The mark is ASCII: OUR_BRANCH, hex digits and a dot.
+    via.push_str(std::str::from_utf8(&branch_mark(loop_hash)).unwrap_or_default());
+    match suffix {
+        BranchSuffix::Fork(server, index) => {
+            let mut digits = [b'0'; 16];
+            let _ = hex::encode_to_slice(server.fingerprint().to_be_bytes(), &mut digits);
+            via.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+            via.push_str(itoa::Buffer::new().format(index));
+        }
+        BranchSuffix::Ack => via.push_str("ack"),
+    }
+    if kind == TransportKind::Udp && !matches!(suffix, BranchSuffix::Ack) {
+        via.push_str(";rport");
+    }
+    via
 }
 
 /// Where a response to `request` goes: back over its flow, or per its top Via for UDP.
@@ -1815,6 +1842,28 @@ mod tests {
         for hash in [0, 1, 0xf, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
             assert_eq!(&*LocalTag::new(hash), format!("{hash:016x}"));
         }
+    }
+
+    #[test]
+    fn our_vias_carry_the_loop_mark_then_what_tells_branches_apart() {
+        let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let hash = 0x0123_4567_89ab_cdef;
+        let mark = format!("{OUR_BRANCH}0123456789abcdef.");
+        assert_eq!(branch_mark(hash).as_slice(), mark.as_bytes());
+        let ack = our_via(TransportKind::Udp, local, hash, BranchSuffix::Ack);
+        assert_eq!(ack, format!("SIP/2.0/UDP 127.0.0.1:5060;branch={mark}ack"));
+        let request = Message::parse(
+            Bytes::from("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n\r\n"),
+            &Limits::default(),
+        )
+        .unwrap();
+        let server = crate::transaction::server_key(&request).unwrap();
+        let fork = |kind, index| our_via(kind, local, hash, BranchSuffix::Fork(&server, index));
+        let udp = fork(TransportKind::Udp, 7);
+        let fingerprint = format!("{:016x}", server.fingerprint());
+        assert_eq!(udp, format!("SIP/2.0/UDP 127.0.0.1:5060;branch={mark}{fingerprint}7;rport"));
+        assert_eq!(fork(TransportKind::Tcp, 7), format!("SIP/2.0/TCP 127.0.0.1:5060;branch={mark}{fingerprint}7"));
+        assert_ne!(fork(TransportKind::Udp, 8), udp, "the next branch of the same request");
     }
 
     #[test]

@@ -52,11 +52,25 @@ impl TokenKey {
     /// `<sip:wtTOKEN@ip:port;transport=..;lr>` for the interface at `local`, facing a peer
     /// on `flow` (if it is on a connection).
     pub(crate) fn record_route(&self, local: SocketAddr, kind: TransportKind, flow: Option<FlowId>) -> String {
-        let user = match flow {
-            Some(f) => format!("{PREFIX}{:016x}{}", f.0, hex::encode(self.mac(f.0))),
-            None => PREFIX.to_string(),
-        };
-        format!("<sip:{user}@{};transport={};lr>", host_port(local), kind.via_token().to_ascii_lowercase())
+        // Pushed into one buffer: `format!` made every dialog-creating request pay for
+        // four allocations and the formatting machinery here, twice.
+        let mut entry = String::with_capacity(80);
+        entry.push_str("<sip:");
+        entry.push_str(PREFIX);
+        if let Some(f) = flow {
+            let mut digits = [b'0'; 16 + 2 * MAC_LEN];
+            // Eight bytes fill sixteen digits, and the MAC twice its length: the length
+            // checks cannot fail, and hex digits are ASCII.
+            let _ = hex::encode_to_slice(f.0.to_be_bytes(), &mut digits[..16]);
+            let _ = hex::encode_to_slice(self.mac(f.0), &mut digits[16..]);
+            entry.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        }
+        entry.push('@');
+        entry.push_str(&host_port(local));
+        entry.push_str(";transport=");
+        entry.push_str(kind.transport_param());
+        entry.push_str(";lr>");
+        entry
     }
 
     /// Reads a Route element: `Some` when it is one of ours (our address, our prefix,
@@ -184,6 +198,9 @@ mod tests {
             Some(OwnRoute { flow: Some(FlowId(42)), kind: TransportKind::Ws })
         );
         let udp = key.record_route("127.0.0.1:5060".parse().unwrap(), TransportKind::Udp, None);
+        assert_eq!(udp, "<sip:wt@127.0.0.1:5060;transport=udp;lr>");
+        let mac = hex::encode(key.mac(42));
+        assert_eq!(rr, format!("<sip:wt000000000000002a{mac}@127.0.0.1:8080;transport=ws;lr>"));
         assert_eq!(key.own_route(udp.as_bytes(), &listen()), Some(OwnRoute { flow: None, kind: TransportKind::Udp }));
         // Another flow id with the same signature, or a signature from another key, is not ours.
         let forged = rr.replace("wt000000000000002a", "wt000000000000002b");

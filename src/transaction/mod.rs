@@ -164,6 +164,12 @@ impl TransactionKey {
     fn key(&self) -> &Key {
         &self.0.key
     }
+
+    /// The key's hash: keyed per process, so it says nothing a peer could use to make
+    /// two keys collide, and it differs between keys as they do.
+    pub fn fingerprint(&self) -> u64 {
+        self.0.hash
+    }
 }
 
 impl PartialEq for TransactionKey {

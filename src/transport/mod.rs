@@ -51,6 +51,17 @@ impl TransportKind {
         }
     }
 
+    /// The same in lower case, as a URI's `transport` parameter is usually written.
+    pub fn transport_param(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
+
     pub fn is_connection(self) -> bool {
         self != Self::Udp
     }
