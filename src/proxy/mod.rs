@@ -577,17 +577,9 @@ impl Proxy {
 
     /// Keeps the dialog's CSeqs current; a BYE ends it.
     fn track_in_dialog(&mut self, request: &Message) {
-        let tag = |name| {
-            request.first_value(name).and_then(|v| {
-                NameAddr::parse(&v).ok().and_then(|n| n.tag().map(|t| String::from_utf8_lossy(t).into_owned()))
-            })
-        };
-        let (Some(call_id), Some(from), Some(to), Some((cseq, method))) =
-            (request.call_id(), tag(HeaderName::From), tag(HeaderName::To), request.cseq())
-        else {
+        let (Some((call_id, from, to)), Some((cseq, method))) = (dialog_tags(request), request.cseq()) else {
             return;
         };
-        let call_id = String::from_utf8_lossy(&call_id).into_owned();
         self.dialogs.request(&call_id, &from, &to, cseq, method == Method::Bye);
         if method == Method::Bye {
             self.call_dialog_ended(&call_id);
@@ -1104,7 +1096,7 @@ impl Proxy {
     /// different for any other request (each has a branch of its own, and an RFC 2543
     /// peer without one moves its CSeq). The raw lines are hashed as they are: one walk
     /// over the headers, nothing unfolded or split.
-    fn local_tag(&self, request: &Message) -> LocalTag {
+    fn local_tag(&self, request: &Message) -> Hex64 {
         let (mut via, mut call_id, mut cseq) = (None, None, None);
         for header in request.headers() {
             let first = match header.name {
@@ -1119,7 +1111,7 @@ impl Proxy {
         }
         let mut h = self.tag_key.hasher();
         (via, call_id, cseq).hash(&mut h);
-        LocalTag::new(h.finish())
+        Hex64::new(h.finish())
     }
 
     /// Acts on what the transactions produced.
@@ -1534,20 +1526,21 @@ impl HashKey {
     }
 }
 
-/// A To tag of ours: a 64-bit hash in 16 lower-case hex digits, kept on the stack.
+/// A 64-bit number in 16 lower-case hex digits, kept on the stack: our To tags, and the
+/// hashes in our branches and flow tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LocalTag([u8; 16]);
+pub(super) struct Hex64([u8; 16]);
 
-impl LocalTag {
-    fn new(hash: u64) -> Self {
+impl Hex64 {
+    pub(super) fn new(value: u64) -> Self {
         let mut digits = [b'0'; 16];
         // Eight bytes fill sixteen digits exactly: the length check cannot fail.
-        let _ = hex::encode_to_slice(hash.to_be_bytes(), &mut digits);
+        let _ = hex::encode_to_slice(value.to_be_bytes(), &mut digits);
         Self(digits)
     }
 }
 
-impl std::ops::Deref for LocalTag {
+impl std::ops::Deref for Hex64 {
     type Target = str;
 
     fn deref(&self) -> &str {
@@ -1596,8 +1589,7 @@ enum BranchSuffix<'a> {
 fn branch_mark(loop_hash: u64) -> [u8; OUR_BRANCH.len() + 17] {
     let mut mark = [b'.'; OUR_BRANCH.len() + 17];
     mark[..OUR_BRANCH.len()].copy_from_slice(OUR_BRANCH.as_bytes());
-    // Eight bytes fill sixteen digits exactly: the length check cannot fail.
-    let _ = hex::encode_to_slice(loop_hash.to_be_bytes(), &mut mark[OUR_BRANCH.len()..OUR_BRANCH.len() + 16]);
+    mark[OUR_BRANCH.len()..OUR_BRANCH.len() + 16].copy_from_slice(Hex64::new(loop_hash).as_bytes());
     mark
 }
 
@@ -1615,9 +1607,7 @@ fn our_via(kind: TransportKind, local: SocketAddr, loop_hash: u64, suffix: Branc
     via.push_str(std::str::from_utf8(&branch_mark(loop_hash)).unwrap_or_default());
     match suffix {
         BranchSuffix::Fork(server, index) => {
-            let mut digits = [b'0'; 16];
-            let _ = hex::encode_to_slice(server.fingerprint().to_be_bytes(), &mut digits);
-            via.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+            via.push_str(&Hex64::new(server.fingerprint()));
             via.push_str(itoa::Buffer::new().format(index));
         }
         BranchSuffix::Ack => via.push_str("ack"),
@@ -1840,7 +1830,7 @@ mod tests {
     #[test]
     fn local_tags_are_the_hash_in_sixteen_hex_digits() {
         for hash in [0, 1, 0xf, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
-            assert_eq!(&*LocalTag::new(hash), format!("{hash:016x}"));
+            assert_eq!(&*Hex64::new(hash), format!("{hash:016x}"));
         }
     }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use super::Hex64;
 use crate::message::{Host, NameAddr, Uri};
 use crate::transport::{FlowId, TransportKind};
 
@@ -58,12 +59,8 @@ impl TokenKey {
         entry.push_str("<sip:");
         entry.push_str(PREFIX);
         if let Some(f) = flow {
-            let mut digits = [b'0'; 16 + 2 * MAC_LEN];
-            // Eight bytes fill sixteen digits, and the MAC twice its length: the length
-            // checks cannot fail, and hex digits are ASCII.
-            let _ = hex::encode_to_slice(f.0.to_be_bytes(), &mut digits[..16]);
-            let _ = hex::encode_to_slice(self.mac(f.0), &mut digits[16..]);
-            entry.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+            entry.push_str(&Hex64::new(f.0));
+            entry.push_str(&Hex64::new(u64::from_be_bytes(self.mac(f.0))));
         }
         entry.push('@');
         entry.push_str(&host_port(local));
