@@ -27,7 +27,7 @@ impl Proxy {
 
     /// A branch of the context under `server` was started toward `destination`.
     pub(super) fn call_forwarded(&mut self, server: &TransactionKey, destination: &Destination) {
-        let Some(call_id) = self.contexts.get(server).and_then(initial_invite_call_id) else { return };
+        let Some(call_id) = self.contexts.get(server).and_then(|ctx| initial_invite_call_id(ctx)) else { return };
         self.call_events.push_back(CallEvent::Forwarded { call_id, destination: *destination });
     }
 

@@ -76,7 +76,9 @@ impl Context {
             request,
             source,
             is_invite,
-            branches: Vec::new(),
+            // Most contexts have one branch for their whole life (32 s after the answer
+            // over UDP); a first push would reserve room for four.
+            branches: Vec::with_capacity(1),
             best: None,
             final_sent: false,
             pending: VecDeque::new(),

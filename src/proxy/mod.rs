@@ -241,7 +241,7 @@ pub struct Proxy {
     config: ProxyConfig,
     table: TransactionTable,
     /// Response contexts by server transaction key.
-    contexts: KeyMap<Context>,
+    contexts: KeyMap<Box<Context>>,
     /// Client transaction key of each branch → server key of its context.
     branches: KeyMap<TransactionKey>,
     tokens: TokenKey,
@@ -851,11 +851,14 @@ impl Proxy {
     ) {
         let is_invite = request.method() == Some(&Method::Invite);
         let mut context = Context::new(request, source, is_invite);
-        let mut targets: std::collections::VecDeque<Target> = targets.into();
-        let first: Vec<Target> =
-            if serial { targets.pop_front().into_iter().collect() } else { targets.drain(..).collect() };
-        context.pending = targets;
-        self.contexts.insert(key.clone(), context);
+        let mut targets = targets.into_iter();
+        let first: Vec<Target> = if serial { targets.next().into_iter().collect() } else { targets.by_ref().collect() };
+        // Built from what is left, not from the whole list: an emptied queue would keep
+        // the list's buffer for as long as the context lives.
+        if targets.len() > 0 {
+            context.pending = targets.collect();
+        }
+        self.contexts.insert(key.clone(), Box::new(context));
         let mut started = false;
         for target in first {
             started |= self.start_branch(now, &key, target);
@@ -1236,6 +1239,8 @@ impl Proxy {
             self.send_upstream(now, &server, &response, bytes, policy);
             if is_invite {
                 self.cancel_pending(now, &server);
+            } else {
+                self.retire_answered(&server);
             }
             return;
         }
@@ -1421,6 +1426,21 @@ impl Proxy {
         let code = if code == 503 { 500 } else { code };
         let _ = self.table.send_response(now, server, bytes, code);
         self.call_context_ended(server);
+        self.retire_answered(server);
+    }
+
+    /// Drops a non-INVITE context once its final response went upstream. Nothing is left
+    /// for it to do: later responses of its branches are not forwarded (§16.7 step 5 sends
+    /// on only an INVITE's further 2xx), and its server transaction answers retransmitted
+    /// requests by itself until Timer J, 32 s over UDP, which the context, holding the
+    /// whole request, would otherwise wait out too.
+    fn retire_answered(&mut self, server: &TransactionKey) {
+        if !self.contexts.get(server).is_some_and(|ctx| !ctx.is_invite && ctx.final_sent) {
+            return;
+        }
+        if let Some(mut ctx) = self.contexts.remove(server) {
+            ctx.branches.iter_mut().for_each(|b| self.branch_deadlines.forget(b));
+        }
     }
 }
 
@@ -1710,6 +1730,26 @@ mod tests {
         }
     }
 
+    /// The same targets as [`Trunks`], all at once: one user's several devices.
+    struct Devices(Trunks);
+
+    impl RoutingPolicy for Devices {
+        fn route(&mut self, now: Instant, request: &Message, source: &Source) -> Decision {
+            match self.0.route(now, request, source) {
+                Decision::Failover(targets) => Decision::Forward(targets),
+                other => other,
+            }
+        }
+
+        fn resolve_flow(&self, flow: FlowId) -> Option<(FlowId, TransportKind, SocketAddr)> {
+            self.0.resolve_flow(flow)
+        }
+
+        fn token(&mut self, len: usize) -> String {
+            self.0.token(len)
+        }
+    }
+
     fn caller() -> Source {
         Source {
             kind: TransportKind::Udp,
@@ -1778,6 +1818,43 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].0.to_string(), out[0].2.status()), ("192.0.2.100:5060".into(), Some(200)));
         assert_eq!(proxy.branch_deadlines.len(), 0, "no branch deadline outlives its answer");
+    }
+
+    #[test]
+    fn a_non_invite_context_ends_with_its_final_response_and_its_transaction_answers_repeats() {
+        let (mut proxy, trunks, t0) = setup();
+        let mut devices = Devices(trunks);
+        let text = "MESSAGE sip:+15550100@localhost SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.100:5060;branch=z9hG4bKm1\r\n\
+                    Max-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=a\r\nTo: <sip:+15550100@localhost>\r\n\
+                    Call-ID: message-1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+        let message = Message::parse(Bytes::from(text), &Limits::default()).unwrap();
+        proxy.handle_request(t0, message.clone(), caller(), &mut devices);
+        let out = sent(&mut proxy);
+        let lines: Vec<_> = out.iter().map(|(a, l, _)| format!("{a} {l}")).collect();
+        assert_eq!(
+            lines,
+            [
+                "192.0.2.1:5060 MESSAGE sip:+15550100@192.0.2.1:5060 SIP/2.0",
+                "192.0.2.2:5060 MESSAGE sip:+15550100@192.0.2.2:5060 SIP/2.0"
+            ]
+        );
+        let (first, second) = (out[0].2.clone(), out[1].2.clone());
+        proxy.handle_response(t0, answer(&first, 202), &mut devices);
+        let answered = sent(&mut proxy);
+        assert_eq!(answered.len(), 1);
+        assert_eq!((answered[0].0, answered[0].2.status()), (caller().remote, Some(202)));
+        // The context held the whole MESSAGE; a UDP server transaction lives 32 s more.
+        assert_eq!(proxy.contexts.len(), 0, "the context went with the final response");
+        assert_eq!(proxy.branch_deadlines.len(), 0, "and so did its branches' deadlines");
+        // The other device answers late: nothing more goes upstream.
+        let t1 = t0 + Duration::from_millis(300);
+        proxy.handle_response(t1, answer(&second, 200), &mut devices);
+        assert!(sent(&mut proxy).is_empty());
+        // The caller did not hear the 202 and sends the MESSAGE again: it hears it again.
+        proxy.handle_request(t1, message, caller(), &mut devices);
+        let again = sent(&mut proxy);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].2.as_bytes(), answered[0].2.as_bytes());
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub enum ClientInviteState {
 #[derive(Debug)]
 pub struct ClientInvite {
     state: ClientInviteState,
-    request: Message,
+    /// The INVITE until a 2xx: after it no CANCEL, ACK or retry is built from it, and the
+    /// machine waits 32 s (Timer M) only to pass further 2xx up.
+    request: Option<Message>,
     core: Core,
     /// The current Timer A interval.
     timer_a: Duration,
@@ -50,7 +52,7 @@ impl ClientInvite {
         Self {
             state: ClientInviteState::Calling,
             core: Core::client(now, request.bytes(), reliable, config, Timer::A, Timer::B),
-            request,
+            request: Some(request),
             timer_a: config.t1,
             ack: None,
         }
@@ -72,9 +74,9 @@ impl ClientInvite {
         self.state
     }
 
-    /// The INVITE as sent: what a CANCEL for it is built from (§9.1).
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The INVITE as sent: what a CANCEL for it is built from (§9.1). Gone after a 2xx.
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_ref()
     }
 
     fn step(&mut self, now: Instant, event: Event) {
@@ -89,6 +91,7 @@ impl ClientInvite {
             (Calling | Proceeding, Event::Response(Class::Success, response)) => {
                 // RFC 6026 §7.2: a 2xx moves to Accepted and is passed up, not acknowledged.
                 self.state = Accepted;
+                self.request = None;
                 self.core.timers.clear();
                 self.core.timers.set(Timer::M, now + self.core.config.transaction_timeout());
                 self.core.push(Output::Response(response));
@@ -96,10 +99,12 @@ impl ClientInvite {
             (Calling | Proceeding, Event::Response(Class::Failure, response)) => {
                 self.state = Completed;
                 self.core.timers.clear();
-                let ack = Bytes::from(build_ack(&self.request, &response));
+                let ack = self.request.as_ref().map(|request| Bytes::from(build_ack(request, &response)));
                 self.core.push(Output::Response(response));
-                self.core.push(Output::Transmit(ack.clone()));
-                self.ack = Some(ack);
+                if let Some(ack) = ack {
+                    self.core.push(Output::Transmit(ack.clone()));
+                    self.ack = Some(ack);
+                }
                 if self.core.reliable {
                     self.terminate();
                 } else {
@@ -124,7 +129,9 @@ impl ClientInvite {
             | (Terminated, Event::Response(Class::Success | Class::Failure, _)) => {}
 
             (Calling, Event::Timer(Timer::A)) => {
-                self.core.push(Output::Transmit(self.request.bytes()));
+                if let Some(request) = &self.request {
+                    self.core.push(Output::Transmit(request.bytes()));
+                }
                 self.timer_a = self.timer_a.saturating_mul(2);
                 self.core.timers.set(Timer::A, now + self.timer_a);
             }
@@ -251,6 +258,7 @@ mod tests {
         h.input(100, |m, now| m.handle_response(now, response(&invite(), 486, Some("b2"))));
         assert_eq!(h.m.state(), ClientInviteState::Completed);
         assert_eq!(h.m.next_timer().map(|(t, _)| t), Some(Timer::D));
+        assert!(h.m.request().is_some(), "an authenticated retry is built from it");
         h.input(600, |m, now| m.handle_response(now, response(&invite(), 486, Some("b2"))));
         h.input(1_600, |m, now| m.handle_response(now, response(&invite(), 486, Some("b2"))));
         h.run_to(40_000);
@@ -290,8 +298,10 @@ mod tests {
     fn client_invite_passes_2xx_retransmissions_up_in_accepted_until_timer_m() {
         let mut h = calling(false);
         h.input(200, |m, now| m.handle_response(now, response(&invite(), 180, Some("b2"))));
+        assert!(h.m.request().is_some(), "a CANCEL may still be built from it");
         h.input(3_000, |m, now| m.handle_response(now, response(&invite(), 200, Some("b2"))));
         assert_eq!(h.m.state(), ClientInviteState::Accepted);
+        assert_eq!(h.m.request(), None, "nothing is built from it after a 2xx");
         assert_eq!(h.m.next_timer(), Some((Timer::M, h.t0 + Duration::from_millis(35_000))));
         h.input(3_500, |m, now| m.handle_response(now, response(&invite(), 200, Some("b2"))));
         h.input(4_500, |m, now| m.handle_response(now, response(&invite(), 200, Some("b3"))));

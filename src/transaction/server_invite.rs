@@ -40,6 +40,7 @@ pub struct ServerInvite {
     core: Core,
     /// The current Timer G interval.
     timer_g: Duration,
+    /// Resent for a retransmitted INVITE while in Proceeding only.
     last_provisional: Option<Bytes>,
     final_response: Option<Bytes>,
 }
@@ -145,12 +146,14 @@ impl ServerInvite {
             (Proceeding, Event::Respond(Class::Success, response)) => {
                 self.state = Accepted;
                 self.request = None;
+                self.last_provisional = None;
                 self.core.push(Output::Transmit(response));
                 self.core.timers.set(Timer::L, now + self.core.config.transaction_timeout());
             }
             (Proceeding, Event::Respond(Class::Failure, response)) => {
                 self.state = Completed;
                 self.request = None;
+                self.last_provisional = None;
                 self.core.push(Output::Transmit(response.clone()));
                 self.final_response = Some(response);
                 if !self.core.reliable {
@@ -325,6 +328,7 @@ mod tests {
         respond(&mut h, 1_000, 200);
         assert_eq!(h.m.state(), ServerInviteState::Accepted);
         assert_eq!(h.m.next_timer(), Some((Timer::L, h.t0 + Duration::from_millis(33_000))));
+        // Neither the 100 nor anything else answers a retransmission now.
         h.input(1_200, |m, now| m.handle_request(now, invite()));
         // The UAS's retransmission of the 2xx, forwarded by the proxy.
         respond(&mut h, 1_500, 200);

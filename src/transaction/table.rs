@@ -371,11 +371,11 @@ impl Transaction {
     }
 
     /// The request that created the transaction. A server transaction lets it go when it
-    /// sends a final response; a client transaction keeps it (a CANCEL, an authenticated
-    /// retry and a timeout's 408 are built from it).
+    /// sends a final response, and an INVITE client transaction when a 2xx arrives; until
+    /// then a CANCEL, an authenticated retry and a timeout's 408 are built from it.
     pub fn request(&self) -> Option<&Message> {
         match self {
-            Self::ClientInvite(m) => Some(m.request()),
+            Self::ClientInvite(m) => m.request(),
             Self::ClientNonInvite(m) => Some(m.request()),
             Self::ServerInvite(m) => m.request(),
             Self::ServerNonInvite(m) => m.request(),
