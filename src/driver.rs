@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock;
 use crate::dns::{Resolver, SipTransport};
 use crate::engine::{Engine, Input, ResolveRequest, ResolvedTargets};
-use crate::transport::{Destination, Event, FlowId, FlowSender, Outbound, Transmit, TransportKind};
+use crate::transport::{DatagramReader, Destination, Event, FlowId, FlowSender, Outbound, Transmit, TransportKind};
 
 /// What the driver reads from and writes to.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
     let media_socket = transports.media_socket.clone();
     let udp_list: Vec<(Arc<UdpSocket>, SocketAddr)> =
         transports.udp_sockets.iter().filter_map(|s| Some((s.clone(), s.local_addr().ok()?))).collect();
-    let mut udp_buf = vec![0u8; crate::transport::MAX_DATAGRAM];
+    let mut datagrams = DatagramReader::new(UDP_BATCH);
     let mut media_buf = vec![0u8; 65_536];
     // Lookups run as their own tasks; answers come back here. The loop keeps a sender, so
     // the channel never closes under it.
@@ -121,15 +121,23 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
             ready = udp_readable(&udp_list) => {
                 let (socket, local) = &udp_list[ready];
                 let now = clock::now();
-                // Everything already queued, up to a batch: one wake-up for a burst.
-                for _ in 0..UDP_BATCH {
-                    match crate::transport::receive_ready(socket, *local, &mut udp_buf) {
-                        Ok(Some((source, bytes))) => engine.handle_input(now, Input::Received { source, bytes }),
-                        Ok(None) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // Everything already queued, up to a few batches: one wake-up for a burst.
+                for _ in 0..UDP_BATCHES {
+                    match datagrams.read(socket) {
+                        Ok(more) => {
+                            for (source, bytes) in datagrams.messages(*local) {
+                                engine.handle_input(now, Input::Received { source, bytes });
+                            }
+                            if !more {
+                                break;
+                            }
+                        }
                         // ICMP port unreachable from an earlier send surfaces here on some
                         // systems; it says nothing about this socket.
-                        Err(e) => tracing::debug!(%local, error = %e, "UDP receive error"),
+                        Err(e) => {
+                            tracing::debug!(%local, error = %e, "UDP receive error");
+                            break;
+                        }
                     }
                 }
             }
@@ -165,8 +173,10 @@ pub async fn run(mut engine: Engine, mut transports: Transports, mut shutdown: w
     engine
 }
 
-/// Datagrams read from UDP per wake-up before the other inputs get their turn.
-const UDP_BATCH: usize = 64;
+/// Datagrams read from UDP per system call, and batches per wake-up before the other
+/// inputs get their turn.
+const UDP_BATCH: usize = 16;
+const UDP_BATCHES: usize = 4;
 
 /// The engine's deadlines are met on a grid of 20 ms ticks, never early. Most of them
 /// are cleanup (Timers I, J, K, L and M end a call's transactions 5 and 32 s after it

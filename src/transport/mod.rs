@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use connect::Outbound;
 pub use gate::Gate;
-pub use udp::{MAX_DATAGRAM, receive_ready};
+pub use udp::{DatagramReader, MAX_DATAGRAM};
 pub use ws::WsPolicy;
 
 /// The five transports of RFC 3261 §18 and RFC 7118.
@@ -348,7 +348,7 @@ pub async fn listen(
         }
     }
 
-    // UDP sockets are read by the driver itself (see `receive_ready`).
+    // UDP sockets are read by the driver itself (see `DatagramReader`).
     for (kind, listener) in tcp_listeners {
         let accept = stream::Accept { kind, listener, tls: tls.clone(), ws: ws.clone(), shared: shared.clone() };
         tokio::spawn(accept.run());
