@@ -36,7 +36,7 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// The driver reads UDP itself, so a datagram costs no task switch on its way to the
 /// engine. A batch that comes back short shows the socket drained, and its readiness is
 /// cleared then: reading one datagram at a time took a second, empty read (EAGAIN) on
-/// every wake-up to learn that, six system calls per proxied call.
+/// every wake-up to learn that, about one more system call per datagram.
 #[derive(Debug)]
 pub struct DatagramReader {
     buffers: Vec<Vec<u8>>,
@@ -45,8 +45,8 @@ pub struct DatagramReader {
 }
 
 impl DatagramReader {
-    /// Room for `batch` datagrams of the largest size. The buffers are allocated but
-    /// untouched: only the pages a datagram is written to are ever backed.
+    /// Room for `batch` datagrams of the largest size. A SIP datagram writes the first
+    /// page or two of its buffer; the rest is address space.
     pub fn new(batch: usize) -> Self {
         let batch = batch.max(1);
         Self { buffers: (0..batch).map(|_| vec![0u8; MAX_DATAGRAM]).collect(), received: Vec::with_capacity(batch) }
