@@ -237,7 +237,6 @@ impl Dialogs {
 
     /// The dialog a request belongs to and the side that sent it: From tag is the
     /// sender's, To tag the recipient's.
-    /// The dialog a request with these Call-ID and tags is in, and the side it comes from.
     pub fn find(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(DialogId, Side)> {
         let forward = DialogId { call_id: call_id.into(), caller_tag: from_tag.into(), callee_tag: to_tag.into() };
         if self.dialogs.contains_key(&forward) {
