@@ -1157,9 +1157,7 @@ impl Proxy {
                         self.branches.remove(&key);
                     } else {
                         self.call_context_ended(&key);
-                        if let Some(mut ctx) = self.contexts.remove(&key) {
-                            ctx.branches.iter_mut().for_each(|b| self.branch_deadlines.forget(b));
-                        }
+                        self.drop_context(&key);
                     }
                 }
             }
@@ -1435,9 +1433,13 @@ impl Proxy {
     /// requests by itself until Timer J, 32 s over UDP, which the context, holding the
     /// whole request, would otherwise wait out too.
     fn retire_answered(&mut self, server: &TransactionKey) {
-        if !self.contexts.get(server).is_some_and(|ctx| !ctx.is_invite && ctx.final_sent) {
-            return;
+        if self.contexts.get(server).is_some_and(|ctx| !ctx.is_invite && ctx.final_sent) {
+            self.drop_context(server);
         }
+    }
+
+    /// Removes a context, and with it its branches' deadlines.
+    fn drop_context(&mut self, server: &TransactionKey) {
         if let Some(mut ctx) = self.contexts.remove(server) {
             ctx.branches.iter_mut().for_each(|b| self.branch_deadlines.forget(b));
         }
